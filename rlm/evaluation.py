@@ -1,0 +1,83 @@
+"""Evaluation on held-out prompts, through the same rollout path as training.
+
+The first ``num_prompts`` tasks of the evaluation split are played in order, sampled with
+a fixed seed (so evaluations before and after training see the same prompts and the same
+random stream), and the KL to the reference policy is reported next to the reward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlm.env import TextVectorEnv
+from rlm.errors import ConfigError
+from rlm.policy import ActorCritic
+from rlm.rollout import GenerationSettings, PromptFormat, collect_episodes, score_episodes
+
+
+@torch.no_grad()
+def evaluate(
+    model: ActorCritic,
+    tokenizer: PreTrainedTokenizerBase,
+    envs: TextVectorEnv,
+    *,
+    num_prompts: int,
+    generation: GenerationSettings,
+    prompt_format: PromptFormat,
+    seed: int,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Mean reward, its standard error, KL and length over held-out prompts, and sample rows.
+
+    ``num_prompts`` must be a multiple of ``envs.num_envs`` and at most the split's size.
+    """
+    available = len(envs.envs[0].tasks)
+    if num_prompts > available:
+        raise ConfigError(f"asked for {num_prompts} eval prompts, the eval split has {available}")
+    if num_prompts % envs.num_envs:
+        raise ConfigError(
+            f"eval prompts ({num_prompts}) must be a multiple of the eval batch ({envs.num_envs})"
+        )
+    device = next(model.parameters()).device
+    devices = [device] if device.type == "cuda" else []
+    rewards: list[float] = []
+    kls: list[float] = []
+    lengths: list[float] = []
+    rows: list[dict[str, Any]] = []
+    # A private RNG stream: the same samples for the same policy, training RNG untouched.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for lo in range(0, num_prompts, envs.num_envs):
+            indices = list(range(lo, lo + envs.num_envs))
+            episodes = collect_episodes(
+                model,
+                tokenizer,
+                envs,
+                generation=generation,
+                prompt_format=prompt_format,
+                seed=seed + lo,
+                options={"index": indices},
+            )
+            score_episodes(
+                model, episodes, micro_batch_size=envs.num_envs, temperature=generation.temperature
+            )
+            assert episodes.logprobs is not None and episodes.ref_logprobs is not None
+            mask = episodes.action_mask.to(episodes.logprobs.device)
+            kls += ((episodes.logprobs - episodes.ref_logprobs) * mask).sum(1).tolist()
+            rewards += episodes.returns.tolist()
+            lengths += mask.sum(1).tolist()
+            rows += episodes.sample_rows()
+    n = len(rewards)
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / max(n - 1, 1))
+    metrics = {
+        "eval/reward_mean": mean,
+        "eval/reward_std": std,
+        "eval/reward_sem": std / math.sqrt(n),
+        "eval/kl": sum(kls) / n,
+        "eval/completion_length": sum(lengths) / n,
+    }
+    return metrics, rows

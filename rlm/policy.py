@@ -1,0 +1,167 @@
+"""The actor-critic: a causal LM policy and a value head, in one module.
+
+By default the value head reads the policy's own last hidden states (one forward pass
+gives both log-probs and values). With ``value_model`` the critic is a separate trunk; it
+must share the policy's tokenizer, since both read the same token ids.
+
+With LoRA (through peft) the reference policy is the same weights with the adapter turned
+off, so no second copy of the model is kept; without LoRA, a frozen copy is kept.
+
+Example:
+    >>> model, tok = load_causal_lm("default")  # doctest: +SKIP
+    >>> ac = ActorCritic(add_lora(model, LoraSettings(r=16)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import PreTrainedModel
+from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+from rlm.errors import ConfigError
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (peft)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+def add_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
+    """Wrap ``model`` with a trainable LoRA adapter; the base weights are frozen."""
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, exactly as ``generate`` computes them."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)
+
+
+@dataclass
+class ForwardOutput:
+    """Per-token quantities over the response region ``[batch, response_length]``."""
+
+    logprobs: torch.Tensor
+    values: torch.Tensor | None
+    entropy: torch.Tensor | None
+
+
+class ActorCritic(nn.Module):
+    """Policy LM plus value head; ``forward`` returns both over the response region.
+
+    Args:
+        policy: a causal LM, optionally a peft model with a LoRA adapter.
+        value_model: optional separate trunk (an ``AutoModel``) for the critic.
+    """
+
+    def __init__(self, policy: PreTrainedModel, value_model: PreTrainedModel | None = None):
+        super().__init__()
+        self.policy = policy
+        self.value_model = value_model
+        trunk_config = (value_model if value_model is not None else policy).config
+        hidden = trunk_config.get_text_config().hidden_size
+        self.value_head = nn.Linear(hidden, 1)
+        # A small initial head keeps early value errors, and so early advantages, sane.
+        nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.bias)
+        self._reference: PreTrainedModel | None = None
+        if not isinstance(policy, PeftModel):
+            # Full fine-tuning needs a frozen copy; kept out of the module tree so that it
+            # is neither trained, nor wrapped by DDP, nor saved in checkpoints.
+            reference = copy.deepcopy(policy).eval().requires_grad_(False)
+            object.__setattr__(self, "_reference", reference)
+
+    @property
+    def uses_lora(self) -> bool:
+        return isinstance(self.policy, PeftModel)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_start: int,
+        temperature: float = 1.0,
+        with_values: bool = True,
+        with_entropy: bool = False,
+    ) -> ForwardOutput:
+        """Log-probs of the response tokens, values before each of them, and entropy.
+
+        The prediction for token ``t`` comes from position ``t - 1``, so the response region
+        ``[response_start, L)`` is read from hidden states ``[response_start - 1, L - 1)``.
+        """
+        position_ids = position_ids_from(attention_mask)
+        hidden = self.policy.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state[:, response_start - 1 : -1]
+        # The vocabulary projection runs on response positions only: the prompt's logits
+        # would cost as much and are never used.
+        logits = self.policy.get_output_embeddings()(hidden).float() / temperature
+        targets = input_ids[:, response_start:]
+        logprobs = selective_log_softmax(logits, targets)
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy = entropy_from_logits(logits)
+        values = None
+        if with_values:
+            if self.value_model is not None:
+                hidden = self.value_model(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+                ).last_hidden_state[:, response_start - 1 : -1]
+            values = self.value_head(hidden).squeeze(-1).float()
+        return ForwardOutput(logprobs, values, entropy)
+
+    @contextlib.contextmanager
+    def as_reference(self) -> Iterator[PreTrainedModel]:
+        """The frozen reference policy: the adapter disabled, or the kept copy."""
+        if self._reference is not None:
+            yield self._reference
+        else:
+            assert isinstance(self.policy, PeftModel)
+            with self.policy.disable_adapter():
+                yield self.policy
+
+    @torch.no_grad()
+    def reference_logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_start: int,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """Log-probs of the response tokens under the reference policy."""
+        with self.as_reference() as reference:
+            position_ids = position_ids_from(attention_mask)
+            hidden = reference.get_decoder()(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state[:, response_start - 1 : -1]
+            logits = reference.get_output_embeddings()(hidden).float() / temperature
+            return selective_log_softmax(logits, input_ids[:, response_start:])
+
+
+def check_same_tokenizer(policy_vocab: int, value_vocab: int) -> None:
+    """A separate value model must read the policy's token ids."""
+    if policy_vocab != value_vocab:
+        raise ConfigError(
+            f"the value model's vocabulary ({value_vocab}) differs from the policy's "
+            f"({policy_vocab}): use a value model with the policy's tokenizer"
+        )

@@ -1,0 +1,184 @@
+"""One PPO iteration's learning: from scored episodes to optimizer steps.
+
+:func:`compute_advantages` turns episodes (env scores, log-probs, reference log-probs,
+values) into per-token rewards, advantages and returns; :func:`ppo_update` runs the
+clipped policy and value losses for several epochs over shuffled minibatches, with
+gradient accumulation through accelerate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+
+from rlm.policy import ActorCritic
+from rlm.ppo import (
+    KLEstimator,
+    compute_gae,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    token_rewards,
+    value_loss,
+)
+from rlm.rollout import Episodes
+
+
+@dataclass
+class PPOSettings:
+    """Hyper-parameters of the PPO update."""
+
+    epochs: int = 2
+    """Passes over each batch of episodes."""
+    minibatches: int = 2
+    """Optimizer steps per epoch; the batch is split into this many shuffled minibatches."""
+    grad_accum: int = 1
+    """Micro-batches per minibatch (gradient accumulation), to bound memory."""
+    clip_range: float = 0.2
+    """Clipping of the probability ratio in the policy loss."""
+    value_clip_range: float = 0.2
+    """Clipping of value updates in the value loss."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    gamma: float = 1.0
+    """Discount per policy token."""
+    lam: float = 0.95
+    """GAE lambda."""
+    whiten_advantages: bool = True
+    """Normalise advantages to zero mean, unit variance over the batch's tokens."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (global norm)."""
+    kl_estimator: KLEstimator = "k1"
+    """Per-token KL estimate in the reward penalty: k1 (log ratio) or k3."""
+
+
+@dataclass
+class Advantages:
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    kl: torch.Tensor
+
+
+@torch.no_grad()
+def compute_advantages(episodes: Episodes, kl_coef: float, settings: PPOSettings) -> Advantages:
+    """Per-token rewards (score minus KL penalty), GAE advantages and returns."""
+    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
+    assert episodes.values is not None
+    mask = episodes.action_mask.to(episodes.logprobs.device)
+    kl = kl_estimate(episodes.logprobs, episodes.ref_logprobs, settings.kl_estimator) * mask
+    rewards = token_rewards(episodes.scores.to(mask.device), kl, kl_coef, mask)
+    advantages, returns = compute_gae(rewards, episodes.values, mask, settings.gamma, settings.lam)
+    if settings.whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    return Advantages(rewards, advantages, returns, kl)
+
+
+def ppo_update(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    episodes: Episodes,
+    advantages: Advantages,
+    settings: PPOSettings,
+    *,
+    temperature: float,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Run ``epochs x minibatches`` optimizer steps on one batch; return mean statistics.
+
+    ``model`` is the accelerate-prepared :class:`ActorCritic` (possibly DDP-wrapped);
+    ``accelerator.gradient_accumulation_steps`` must equal ``settings.grad_accum``.
+    """
+    start = time.perf_counter()
+    device = accelerator.device
+    batch = len(episodes)
+    minibatch = batch // settings.minibatches
+    micro = minibatch // settings.grad_accum
+    old_logprobs = episodes.logprobs
+    old_values = episodes.values
+    assert old_logprobs is not None and old_values is not None
+    stats: dict[str, list[float]] = defaultdict(list)
+    model.train()
+    for _ in range(settings.epochs):
+        order = torch.randperm(batch, generator=generator)
+        for lo in range(0, settings.minibatches * minibatch, minibatch):
+            for mlo in range(lo, lo + minibatch, micro):
+                idx = order[mlo : mlo + micro]
+                mask = episodes.action_mask[idx].to(device)
+                with accelerator.accumulate(model):
+                    out = model(
+                        episodes.input_ids[idx].to(device),
+                        episodes.attention_mask[idx].to(device),
+                        episodes.response_start,
+                        temperature,
+                    )
+                    pg_loss, pg_stats = policy_loss(
+                        out.logprobs,
+                        old_logprobs[idx],
+                        advantages.advantages[idx],
+                        mask,
+                        settings.clip_range,
+                    )
+                    vf_loss, vf_stats = value_loss(
+                        out.values,
+                        old_values[idx],
+                        advantages.returns[idx],
+                        mask,
+                        settings.value_clip_range,
+                    )
+                    loss = pg_loss + settings.vf_coef * vf_loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(
+                            model.parameters(), settings.max_grad_norm
+                        )
+                        stats["grad_norm"].append(float(grad_norm))
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad()
+                stats["policy_loss"].append(pg_loss.item())
+                stats["value_loss"].append(vf_loss.item())
+                for key, value in {**pg_stats, **vf_stats}.items():
+                    stats[key].append(value.item())
+    result = {f"train/{k}": sum(v) / len(v) for k, v in stats.items()}
+    result["perf/time_update"] = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def episode_statistics(
+    episodes: Episodes, advantages: Advantages | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-episode quantities to average across processes (all shape ``[batch]``)."""
+    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
+    mask = episodes.action_mask.to(episodes.logprobs.device)
+    log_ratio = (episodes.logprobs - episodes.ref_logprobs) * mask
+    stats = {
+        "reward": episodes.returns.to(mask.device),
+        "kl": log_ratio.sum(1),  # k1 summed over the episode's tokens: KL of the sequence
+        "completion_length": mask.sum(1),
+        "turns": torch.tensor([len(c) for c in episodes.completions], dtype=torch.float32),
+    }
+    if episodes.entropy is not None:
+        stats["entropy"] = masked_mean(episodes.entropy, mask, dim=1)
+    if advantages is not None:
+        stats["non_score_reward"] = (advantages.rewards * mask).sum(1) - stats["reward"].to(
+            mask.device
+        )
+        stats["value_mean"] = masked_mean(episodes.values, mask, dim=1)  # type: ignore[arg-type]
+    return stats
+
+
+def unwrap_actor_critic(accelerator: Accelerator, model: torch.nn.Module) -> ActorCritic:
+    """The :class:`ActorCritic` inside whatever accelerate wrapped it in."""
+    unwrapped = accelerator.unwrap_model(model)
+    assert isinstance(unwrapped, ActorCritic)
+    return unwrapped

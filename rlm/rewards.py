@@ -1,0 +1,62 @@
+"""The reward interface shared by every algorithm, and its checks.
+
+A reward is any callable ``(prompts, completions, **info) -> list[float]``: batched, on
+text, with extra per-sample columns as keyword arguments (lists the length of the batch).
+That is the shape of TRL's reward functions, so the same object serves rlm's PPO and TRL's
+trainers, whatever tokenizer (if any) it uses internally.
+
+Example:
+    >>> def length_reward(prompts, completions, **info):
+    ...     return [min(len(c), 20) / 20 for c in completions]
+    >>> check_rewards(length_reward(["a"], ["hello"]), 1, env_id="demo", reward=length_reward)
+    [0.25]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from rlm.errors import RewardError
+
+
+class RewardFunction(Protocol):
+    """A batched reward on text."""
+
+    def __call__(
+        self, prompts: list[str], completions: list[str], **info: list[Any]
+    ) -> Sequence[float]: ...
+
+
+def reward_name(reward: object) -> str:
+    """A readable name for a reward callable, for messages and metric keys."""
+    return getattr(reward, "__name__", None) or type(reward).__name__
+
+
+def check_rewards(values: Any, expected: int, *, env_id: str, reward: object) -> list[float]:
+    """Return ``values`` as floats, or raise :class:`RewardError` naming the env and reward.
+
+    Raises:
+        RewardError: wrong type or count, or a NaN or infinite value.
+    """
+    where = f"reward {reward_name(reward)!r} of environment {env_id!r}"
+    try:
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise RewardError(
+            f"{where} must return a list of numbers, got {type(values).__name__}: {exc}"
+        ) from None
+    if len(floats) != expected:
+        raise RewardError(
+            f"{where} returned {len(floats)} values for {expected} completions; "
+            "return exactly one float per completion"
+        )
+    bad = [(i, v) for i, v in enumerate(floats) if not math.isfinite(v)]
+    if bad:
+        i, v = bad[0]
+        raise RewardError(
+            f"{where} returned {v} for completion {i} ({len(bad)} non-finite values); "
+            "rewards must be finite floats"
+        )
+    return floats

@@ -1,0 +1,331 @@
+"""The one rollout path: a policy plays a vector of text environments to episodes.
+
+Every algorithm consumes what :func:`collect_episodes` returns: PPO directly, evaluation
+on held-out prompts through the same call, and (later) the TRL adapters.
+
+Tokens are kept exactly as generated, never re-tokenized from text: an episode is the
+prompt's tokens, then each turn's completion tokens (the policy's, ``action_mask`` 1),
+then, in multi-turn tasks, the environment's reply tokens (``action_mask`` 0), and so on.
+
+Layout of the batch: prompts are left-padded to a common width ``P`` (generation needs
+that), the rest is right-padded to width ``R``; the ``response_start`` is ``P``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rlm.env import TextVectorEnv
+from rlm.policy import ActorCritic
+
+
+@dataclass
+class GenerationSettings:
+    """How completions are sampled."""
+
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+class PromptFormat(Protocol):
+    """Turns the environment's text into the text the policy reads."""
+
+    def first(self, observation: str) -> str: ...
+
+    def followup(self, observation: str, completion_ended: bool) -> str: ...
+
+
+class PlainFormat:
+    """The observation as is: the model continues the text."""
+
+    add_special_tokens = True
+
+    def first(self, observation: str) -> str:
+        return observation
+
+    def followup(self, observation: str, completion_ended: bool) -> str:
+        return f"\n{observation}\n"
+
+
+class ChatFormat:
+    """The tokenizer's chat template: the environment speaks as the user.
+
+    The text between two assistant turns is read off the template itself, by rendering a
+    conversation with a placeholder answer, so any template works.
+    """
+
+    add_special_tokens = False
+    _PLACEHOLDER = "\u2063RLM-COMPLETION\u2063"
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, system_prompt: str | None = None):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the tokenizer has no chat template: use the plain prompt format")
+        self.tokenizer = tokenizer
+        self.system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        text = self.tokenizer.apply_chat_template(
+            self.system + messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def first(self, observation: str) -> str:
+        return self._render([{"role": "user", "content": observation}])
+
+    def followup(self, observation: str, completion_ended: bool) -> str:
+        text = self._render(
+            [
+                {"role": "user", "content": "..."},
+                {"role": "assistant", "content": self._PLACEHOLDER},
+                {"role": "user", "content": observation},
+            ]
+        )
+        after = text.split(self._PLACEHOLDER, 1)[1]
+        eos = self.tokenizer.eos_token or ""
+        # A completion that stopped on EOS already holds the template's end-of-turn token.
+        if completion_ended and eos and after.startswith(eos):
+            after = after[len(eos) :]
+        return after
+
+
+def make_prompt_format(
+    kind: Literal["plain", "chat"], tokenizer: PreTrainedTokenizerBase
+) -> PromptFormat:
+    return ChatFormat(tokenizer) if kind == "chat" else PlainFormat()
+
+
+@dataclass
+class Episodes:
+    """A batch of finished episodes, as tokens and as text."""
+
+    input_ids: torch.Tensor  # [B, P + R]
+    attention_mask: torch.Tensor  # [B, P + R]
+    action_mask: torch.Tensor  # [B, R] 1 on the policy's tokens
+    scores: torch.Tensor  # [B, R] each turn's env reward on its last token
+    response_start: int
+    prompts: list[str]
+    completions: list[list[str]]  # per episode, per turn
+    replies: list[list[str]]  # the environment's text after each turn but the last
+    rewards: list[list[float]]  # per episode, per turn
+    infos: list[dict[str, Any]]  # the last info of each episode
+    timings: dict[str, float] = field(default_factory=dict)
+    # Filled by score_episodes:
+    logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """Each episode's total env reward."""
+        return torch.tensor([sum(r) for r in self.rewards], dtype=torch.float32)
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        """Policy tokens per episode."""
+        return self.action_mask.sum(1)
+
+    def sample_rows(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows of (prompt, completion, reward) for sample tables."""
+        rows = []
+        for i in range(len(self) if limit is None else min(limit, len(self))):
+            turns = []
+            for t, completion in enumerate(self.completions[i]):
+                turns.append(completion)
+                if t < len(self.replies[i]):
+                    turns.append(f"[env] {self.replies[i][t]}")
+            rows.append(
+                {
+                    "prompt": self.prompts[i],
+                    "completion": "\n".join(turns),
+                    "reward": sum(self.rewards[i]),
+                }
+            )
+        return rows
+
+
+def _pad(rows: Sequence[list[int]], value: int, left: bool) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    padded = [
+        ([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r))) for r in rows
+    ]
+    return torch.tensor(padded, dtype=torch.long)
+
+
+def _trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
+    """Cut generated ids after the first EOS (kept: stopping is an action too)."""
+    for n, token in enumerate(ids):
+        if token in eos_ids:
+            return ids[: n + 1], True
+    return ids, False
+
+
+def _eos_ids(model: ActorCritic, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    eos = model.policy.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.no_grad()
+def collect_episodes(
+    model: ActorCritic,
+    tokenizer: PreTrainedTokenizerBase,
+    envs: TextVectorEnv,
+    *,
+    generation: GenerationSettings,
+    prompt_format: PromptFormat,
+    seed: int | Sequence[int] | None = None,
+    options: dict[str, Any] | None = None,
+) -> Episodes:
+    """Run one episode in each environment of ``envs`` and return them as a batch.
+
+    Each turn, the episodes still running are generated in one batched ``generate`` call
+    (with the KV cache) and all their completions are scored by one ``envs.step``.
+    """
+    timings: dict[str, float] = defaultdict(float)
+    device = next(model.parameters()).device
+    eos_ids = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id
+    observations, _ = envs.reset(seed=seed, options=options)
+    n = envs.num_envs
+
+    def encode(text: str, first: bool) -> list[int]:
+        special = prompt_format.add_special_tokens if first else False  # type: ignore[attr-defined]
+        return list(tokenizer(text, add_special_tokens=special).input_ids)
+
+    prompt_ids = [encode(prompt_format.first(o), first=True) for o in observations]
+    response_ids: list[list[int]] = [[] for _ in range(n)]
+    response_mask: list[list[int]] = [[] for _ in range(n)]
+    score_at: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    completions: list[list[str]] = [[] for _ in range(n)]
+    replies: list[list[str]] = [[] for _ in range(n)]
+    rewards: list[list[float]] = [[] for _ in range(n)]
+    final_infos: list[dict[str, Any]] = [{} for _ in range(n)]
+    running = list(range(n))
+
+    was_training = model.training
+    model.eval()
+    while running:
+        contexts = [prompt_ids[i] + response_ids[i] for i in running]
+        input_ids = _pad(contexts, pad_id, left=True).to(device)
+        attention_mask = _pad([[1] * len(c) for c in contexts], 0, left=True).to(device)
+        start = time.perf_counter()
+        output = model.policy.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=generation.max_new_tokens,
+            do_sample=True,
+            temperature=generation.temperature,
+            top_k=generation.top_k,
+            top_p=generation.top_p,
+            pad_token_id=pad_id,
+            eos_token_id=sorted(eos_ids),
+            use_cache=True,
+        )
+        timings["generate"] += time.perf_counter() - start
+
+        actions: list[str | None] = [None] * n
+        ended: dict[int, bool] = {}
+        for row, i in enumerate(running):
+            ids, ended[i] = _trim_completion(output[row, input_ids.shape[1] :].tolist(), eos_ids)
+            response_ids[i] += ids
+            response_mask[i] += [1] * len(ids)
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            completions[i].append(text)
+            actions[i] = text
+
+        start = time.perf_counter()
+        next_obs, step_rewards, terminated, truncated, infos = envs.step(actions)
+        timings["score"] += time.perf_counter() - start
+
+        still_running = []
+        for i in running:
+            rewards[i].append(float(step_rewards[i]))
+            score_at[i].append((len(response_ids[i]) - 1, float(step_rewards[i])))
+            final_infos[i] = {k: v[i] for k, v in infos.items() if not k.startswith("_")}
+            if terminated[i] or truncated[i]:
+                continue
+            reply = next_obs[i]
+            replies[i].append(reply)
+            reply_ids = encode(prompt_format.followup(reply, ended[i]), first=False)
+            response_ids[i] += reply_ids
+            response_mask[i] += [0] * len(reply_ids)
+            still_running.append(i)
+        running = still_running
+    model.train(was_training)
+
+    prompt_tensor = _pad(prompt_ids, pad_id, left=True)
+    response_tensor = _pad(response_ids, pad_id, left=False)
+    action_mask = _pad(response_mask, 0, left=False)
+    attention = torch.cat(
+        [
+            _pad([[1] * len(p) for p in prompt_ids], 0, left=True),
+            _pad([[1] * len(r) for r in response_ids], 0, left=False),
+        ],
+        dim=1,
+    )
+    scores = torch.zeros(action_mask.shape, dtype=torch.float32)
+    for i, marks in enumerate(score_at):
+        for position, value in marks:
+            scores[i, position] += value
+    return Episodes(
+        input_ids=torch.cat([prompt_tensor, response_tensor], dim=1),
+        attention_mask=attention,
+        action_mask=action_mask.float(),
+        scores=scores,
+        response_start=prompt_tensor.shape[1],
+        prompts=list(observations),
+        completions=completions,
+        replies=replies,
+        rewards=rewards,
+        infos=final_infos,
+        timings=dict(timings),
+    )
+
+
+@torch.no_grad()
+def score_episodes(
+    model: ActorCritic,
+    episodes: Episodes,
+    *,
+    micro_batch_size: int,
+    temperature: float,
+) -> Episodes:
+    """Fill in the policy's and the reference's log-probs, the values and the entropy."""
+    start = time.perf_counter()
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
+    for lo in range(0, len(episodes), micro_batch_size):
+        ids = episodes.input_ids[lo : lo + micro_batch_size].to(device)
+        mask = episodes.attention_mask[lo : lo + micro_batch_size].to(device)
+        out = model(ids, mask, episodes.response_start, temperature, with_entropy=True)
+        parts["logprobs"].append(out.logprobs)
+        parts["values"].append(out.values)
+        parts["entropy"].append(out.entropy)
+        parts["ref"].append(
+            model.reference_logprobs(ids, mask, episodes.response_start, temperature)
+        )
+    model.train(was_training)
+    action_mask = episodes.action_mask.to(device)
+    episodes.logprobs = torch.cat(parts["logprobs"]) * action_mask
+    episodes.values = torch.cat(parts["values"]) * action_mask
+    episodes.entropy = torch.cat(parts["entropy"]) * action_mask
+    episodes.ref_logprobs = torch.cat(parts["ref"]) * action_mask
+    episodes.timings["forward"] = time.perf_counter() - start
+    return episodes
