@@ -219,13 +219,16 @@ def main(config: Config) -> dict[str, float]:
         resume_dir = Path(config.resume)
         config = dataclasses.replace(load_config(resume_dir), resume=resume_dir)
     validate(config)
-    check_env_id(config.env_id)
+    env_id = check_env_id(config.env_id)  # "module:id" imports module, then the bare id
     resolve_model_path(config.model)  # fail on a bad path before any slow work
     if config.threads:
         torch.set_num_threads(config.threads)
 
     # --- set-up: processes, model, environments
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
+    # cpu=True is what makes accelerate pick gloo for several CPU processes under torchrun.
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum, cpu=not torch.cuda.is_available()
+    )
     set_seed(config.seed + accelerator.process_index)
     dtype = torch.float32
     if config.dtype == "bfloat16" or (
@@ -241,8 +244,8 @@ def main(config: Config) -> dict[str, float]:
         check_same_tokenizer(len(tokenizer), value_model.config.get_text_config().vocab_size)
     policy.to(accelerator.device)
     actor_critic = ActorCritic(policy, value_model).to(accelerator.device)
-    train_envs = gym.make_vec(config.env_id, num_envs=config.batch_size, split="train")
-    eval_envs = gym.make_vec(config.env_id, num_envs=config.eval_batch_size, split="eval")
+    train_envs = gym.make_vec(env_id, num_envs=config.batch_size, split="train")
+    eval_envs = gym.make_vec(env_id, num_envs=config.eval_batch_size, split="eval")
     prompt_format = make_prompt_format(config.prompt_format, tokenizer)
     generation = GenerationSettings(config.max_new_tokens, config.temperature)
     settings = PPOSettings(
@@ -295,7 +298,7 @@ def main(config: Config) -> dict[str, float]:
     else:
         before, before_rows = run_evaluation() if accelerator.is_main_process else ({}, [])
         # One name for all processes (it holds a timestamp), one process creates the folder.
-        names = broadcast_object_list([make_run_name(config.env_id, config.exp_name, config.seed)])
+        names = broadcast_object_list([make_run_name(env_id, config.exp_name, config.seed)])
         if accelerator.is_main_process:
             RunDir.create(config.output_dir, names[0], dataclasses.asdict(config))
         accelerator.wait_for_everyone()

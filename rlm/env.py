@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,9 +304,21 @@ def registered_text_env_ids(namespace: str = "rlm") -> list[str]:
     return sorted(i for i, spec in gym.registry.items() if spec.namespace == namespace)
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise :class:`UnknownEnvironmentError` with the known ids if ``env_id`` is not registered."""
+def check_env_id(env_id: str) -> str:
+    """Return the registered id for ``env_id``, or raise :class:`UnknownEnvironmentError`.
+
+    ``"module:rlm/Name-v0"`` imports ``module`` first (Gymnasium's convention), so an
+    environment defined outside the project can be named from the command line.
+    """
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UnknownEnvironmentError(
+                f"could not import {module!r} to register {env_id!r}: {exc}"
+            ) from None
     if env_id in gym.registry:
-        return
+        return env_id
     known = ", ".join(registered_text_env_ids()) or "none (import envs to register them)"
     raise UnknownEnvironmentError(f"unknown environment {env_id!r}; registered: {known}")

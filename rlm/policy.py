@@ -80,8 +80,10 @@ class ActorCritic(nn.Module):
         trunk_config = (value_model if value_model is not None else policy).config
         hidden = trunk_config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden, 1)
-        # A small initial head keeps early value errors, and so early advantages, sane.
-        nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1) ** 0.5)
+        # A zero head predicts 0 for every state at first, so that the first advantages are
+        # the rewards themselves rather than noise from random projections of large hidden
+        # states.
+        nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self._reference: PreTrainedModel | None = None
         if not isinstance(policy, PeftModel):

@@ -1,0 +1,287 @@
+"""End-to-end runs of experiments/ppo_sentiment.py, as a user runs it, with the tiny model.
+
+    python -m pytest tests/test_experiment_ppo.py -q
+    python -m pytest -m slow -q          # only the run with the real default model
+
+Every run is a subprocess: the same command line, the same process start-up, the same
+exit status a user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "ppo_sentiment.py"
+TINY_FLAGS = [
+    "--iterations", "4", "--batch-size", "4", "--minibatches", "2", "--max-new-tokens", "6",
+    "--eval-prompts", "4", "--eval-batch-size", "4", "--eval-every", "2",
+    "--checkpoint-every", "2", "--lora-r", "4", "--threads", "1",
+]  # fmt: skip
+
+
+def run_script(args: list[str], *, launcher: list[str] | None = None, timeout: int = 300):
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "WANDB_SILENT": "true",
+    }
+    env.pop("WANDB_API_KEY", None)
+    command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
+    return subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def only_run(output_dir: Path) -> Path:
+    runs = [p for p in output_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def metrics_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_trainable(run: Path) -> dict:
+    checkpoints = sorted((run / "checkpoints").glob("iter_*"))
+    return load_file(checkpoints[-1] / "trainable.safetensors")
+
+
+def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
+    result = run_script(
+        [
+            "--model",
+            str(tiny_model_path),
+            "--output-dir",
+            str(tmp_path),
+            "--wandb",
+            "offline",
+            *TINY_FLAGS,
+        ]  # fmt: skip
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+
+    # Parameters changed: LoRA's B matrices start at zero, so any non-zero one was trained.
+    tensors = final_trainable(run)
+    lora_b = [v for k, v in tensors.items() if "lora_B" in k]
+    assert lora_b and max(float(v.abs().max()) for v in lora_b) > 0
+    assert any("value_head" in k for k in tensors)
+
+    rows = metrics_of(run)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert "eval/reward_mean" in rows[0] and "eval/reward_mean" in rows[-1]
+    for key in ["reward/mean", "reward/std", "train/kl", "train/entropy", "train/policy_loss",
+                "train/value_loss", "train/clipfrac", "train/explained_variance",
+                "train/completion_length", "perf/tokens_per_second", "perf/time_generate",
+                "perf/time_score", "perf/time_update"]:  # fmt: skip
+        assert key in rows[1], key
+    assert rows[-1]["perf/episodes"] == 16
+
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    assert {"prompt", "completion", "reward", "step"} <= set(samples[0])
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "finished" and meta["packages"]["torch"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == str(tiny_model_path) and config["iterations"] == 4
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["episodes"] == 16 and summary["wall_time_s"] > 0
+    assert "held-out reward" in result.stdout
+
+
+def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
+    common = ["--model", str(tiny_model_path), "--wandb", "disabled", *TINY_FLAGS]
+    straight = run_script([*common, "--output-dir", str(tmp_path / "straight")])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    first = run_script([*common, "--output-dir", str(tmp_path / "split"), "--stop-after", "2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = only_run(tmp_path / "split")
+    assert json.loads((run / "meta.json").read_text())["status"] == "stopped"
+    assert [r["step"] for r in metrics_of(run)] == [0, 1, 2]
+
+    resumed = run_script(["--resume", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["step"] for r in metrics_of(run)] == [0, 1, 2, 3, 4]
+    assert json.loads((run / "meta.json").read_text())["status"] == "finished"
+
+    # Restored weights, optimizer, RNG and rollout seeds: the same run as without the stop.
+    expected = final_trainable(only_run(tmp_path / "straight"))
+    got = final_trainable(run)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert (expected[key] - got[key]).abs().max() < 1e-5, key
+    straight_rewards = [r["reward/mean"] for r in metrics_of(only_run(tmp_path / "straight"))[1:]]
+    assert [r["reward/mean"] for r in metrics_of(run)[1:]] == pytest.approx(straight_rewards)
+
+
+def test_two_processes(tiny_model_path, tmp_path):
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    result = run_script(
+        [
+            "--model",
+            str(tiny_model_path),
+            "--output-dir",
+            str(tmp_path),
+            "--wandb",
+            "disabled",
+            *TINY_FLAGS,
+            "--iterations",
+            "2",
+        ],  # fmt: skip
+        launcher=[torchrun, "--standalone", "--nproc_per_node", "2"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    rows = metrics_of(run)
+    # Both processes rolled out their own batch: twice the episodes of one process.
+    assert rows[-1]["perf/episodes"] == 2 * 2 * 4
+    last = sorted((run / "checkpoints").glob("iter_*"))[-1]
+    assert sorted(p.name for p in last.glob("rng_state_*.pt")) == [
+        "rng_state_0.pt",
+        "rng_state_1.pt",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--env-id", "rlm/Nope-v0"], "unknown environment 'rlm/Nope-v0'"),
+        (["--model", "./no/such/model"], "does not exist"),
+        (["--lr", "-0.001"], "--lr must be a positive number"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--env-id", "tests.fixture_envs:rlm_test/NaNReward-v0"], "rlm_test/NaNReward-v0"),
+        (["--env-id", "tests.fixture_envs:rlm_test/ShortReward-v0"], "short_reward"),
+    ],
+)
+def test_bad_input_fails_in_one_line_without_a_run_folder(
+    tiny_model_path, tmp_path, flags, message
+):
+    output = tmp_path / "runs"
+    args = ["--model", str(tiny_model_path), *TINY_FLAGS, "--output-dir", str(output),
+            "--wandb", "disabled", *flags]  # fmt: skip
+    result = run_script(args, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not output.exists() or not any(output.iterdir())
+
+
+def test_nan_reward_message_names_env_and_reward(tiny_model_path, tmp_path):
+    result = run_script(
+        [
+            "--model",
+            str(tiny_model_path),
+            *TINY_FLAGS,
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--env-id",
+            "tests.fixture_envs:rlm_test/NaNReward-v0",
+            "--wandb",
+            "disabled",
+        ],  # fmt: skip
+        timeout=120,
+    )
+    last = result.stderr.strip().splitlines()[-1]
+    assert "nan_reward" in last and "rlm_test/NaNReward-v0" in last and "nan" in last
+
+
+@pytest.mark.slow
+def test_real_default_model_runs_a_ppo_step(tmp_path):
+    result = run_script(
+        [
+            "--output-dir",
+            str(tmp_path),
+            "--wandb",
+            "disabled",
+            "--iterations",
+            "1",
+            "--batch-size",
+            "4",
+            "--minibatches",
+            "1",
+            "--epochs",
+            "1",
+            "--max-new-tokens",
+            "8",
+            "--eval-prompts",
+            "4",
+            "--eval-batch-size",
+            "4",
+            "--threads",
+            "2",
+        ],  # fmt: skip
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    rows = metrics_of(run)
+    assert rows[-1]["perf/episodes"] == 4
+    assert rows[-1]["train/completion_length"] > 0
+    tensors = final_trainable(run)
+    assert max(float(v.abs().max()) for k, v in tensors.items() if "lora_B" in k) > 0
+    assert json.loads((run / "config.json").read_text())["model"] == "default"
+
+
+def test_multi_turn_environment_runs(tiny_model_path, tmp_path):
+    result = run_script(
+        [
+            "--model",
+            str(tiny_model_path),
+            "--env-id",
+            "rlm/GuessNumber-v0",
+            "--prompt-format",
+            "chat",
+            "--output-dir",
+            str(tmp_path),
+            "--wandb",
+            "disabled",
+            *TINY_FLAGS,
+            "--iterations",
+            "2",
+        ],  # fmt: skip
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    # The random tiny model never finds the number: every episode runs all five turns.
+    assert metrics_of(run)[-1]["train/turns"] == 5
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    assert "[env] " in samples[0]["completion"]
+
+
+def test_multi_turn_environment_trains(tiny_model_path, tmp_path):
+    result = run_script(
+        [
+            "--model",
+            str(tiny_model_path),
+            "--env-id",
+            "tests.fixture_envs:rlm_test/Chatty-v0",
+            "--prompt-format",
+            "chat",
+            "--output-dir",
+            str(tmp_path),
+            "--wandb",
+            "disabled",
+            *TINY_FLAGS,
+            "--iterations",
+            "2",
+        ],  # fmt: skip
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert metrics_of(run)[-1]["train/turns"] == 3
+    assert max(float(v.abs().max()) for k, v in final_trainable(run).items() if "lora_B" in k) > 0
