@@ -35,6 +35,7 @@ demo: model
 lint: install
 	$(BIN)/ruff check rlm envs experiments scripts tests
 	$(BIN)/ruff format --check rlm envs experiments scripts tests
+	$(BIN)/mypy
 
 test: model lint
 	$(BIN)/python -m pytest -q $(ARGS)

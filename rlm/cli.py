@@ -19,7 +19,12 @@ from rlm.env import registered_text_env_ids
 
 
 def _describe(env_id: str) -> str:
-    creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    entry_point = gym.spec(env_id).entry_point
+    creator = (
+        gym.envs.registration.load_env_creator(entry_point)
+        if isinstance(entry_point, str)
+        else entry_point
+    )
     module = sys.modules.get(getattr(creator, "__module__", ""), None)
     doc = (getattr(creator, "__doc__", None) or getattr(module, "__doc__", None) or "").strip()
     return doc.splitlines()[0] if doc else ""

@@ -200,7 +200,12 @@ class TextVectorEnv(VectorEnv):
         if num_envs < 1:
             raise ConfigError(f"num_envs must be at least 1, got {num_envs}")
         creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
-        self.envs: list[TextEnv] = [creator(**kwargs) for _ in range(num_envs)]
+        self.envs: list[TextEnv] = []
+        for _ in range(num_envs):
+            env = creator(**kwargs)
+            if not isinstance(env, TextEnv):
+                raise TypeError(f"{entry_point} made a {type(env).__name__}, not a TextEnv")
+            self.envs.append(env)
         self.num_envs = num_envs
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
@@ -231,7 +236,8 @@ class TextVectorEnv(VectorEnv):
         if len(seeds) != self.num_envs:
             raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} environments")
         indices = (options or {}).get("index")
-        observations, infos = [], {}
+        observations: list[str] = []
+        infos: dict[str, Any] = {}
         for i, env in enumerate(self.envs):
             env_options = dict(options or {})
             if indices is not None:
@@ -253,20 +259,20 @@ class TextVectorEnv(VectorEnv):
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
-        live = [
-            i for i in range(self.num_envs) if not self._autoreset[i] and actions[i] is not None
+        live: list[tuple[int, str]] = [
+            (i, action)
+            for i, action in enumerate(actions)
+            if not self._autoreset[i] and action is not None
         ]
-        pending = [self.envs[i].begin_step(actions[i]) for i in live]
+        pending = [self.envs[i].begin_step(action) for i, action in live]
         scores = self.envs[0].score(pending) if pending else []
-        for i, score in zip(live, scores, strict=True):
-            obs, rewards[i], terminated[i], truncated[i], info = self.envs[i].end_step(
-                pending[live.index(i)], score
-            )
+        for (i, _), step, score in zip(live, pending, scores, strict=True):
+            obs, rewards[i], terminated[i], truncated[i], info = self.envs[i].end_step(step, score)
             observations[i] = obs
             infos = self._add_info(infos, info, i)
-        for i in np.flatnonzero(self._autoreset):
+        for i in map(int, np.flatnonzero(self._autoreset)):
             observations[i], info = self.envs[i].reset()
-            infos = self._add_info(infos, info, int(i))
+            infos = self._add_info(infos, info, i)
         self._autoreset = terminated | truncated
         return tuple(observations), rewards, terminated, truncated, infos
 

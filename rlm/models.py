@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,7 +65,7 @@ def _gguf_folder() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _atomic_save(target: Path, write: callable) -> None:  # type: ignore[valid-type]
+def _atomic_save(target: Path, write: Callable[[Path], None]) -> None:
     """Write a folder under a temporary name and rename it, so readers never see half of it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

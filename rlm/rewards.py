@@ -15,18 +15,17 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rlm.errors import RewardError
 
+RewardFunction = Callable[..., Sequence[float]]
+"""A batched reward on text: ``(prompts, completions, **info) -> list[float]``.
 
-class RewardFunction(Protocol):
-    """A batched reward on text."""
-
-    def __call__(
-        self, prompts: list[str], completions: list[str], **info: list[Any]
-    ) -> Sequence[float]: ...
+A plain ``Callable`` rather than a Protocol, so that a reward may name the info columns it
+needs as keyword-only arguments (``def r(prompts, completions, *, secret, **info)``).
+"""
 
 
 def reward_name(reward: object) -> str:

@@ -224,7 +224,7 @@ def collect_episodes(
         input_ids = _pad(contexts, pad_id, left=True).to(device)
         attention_mask = _pad([[1] * len(c) for c in contexts], 0, left=True).to(device)
         start = time.perf_counter()
-        output = model.policy.generate(
+        output = model.policy.generate(  # type: ignore[operator]
             input_ids=input_ids,
             attention_mask=attention_mask,
             max_new_tokens=generation.max_new_tokens,
@@ -244,7 +244,7 @@ def collect_episodes(
             ids, ended[i] = _trim_completion(output[row, input_ids.shape[1] :].tolist(), eos_ids)
             response_ids[i] += ids
             response_mask[i] += [1] * len(ids)
-            text = tokenizer.decode(ids, skip_special_tokens=True)
+            text = str(tokenizer.decode(ids, skip_special_tokens=True))
             completions[i].append(text)
             actions[i] = text
 
