@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 
 # A CPU build of torch unless an NVIDIA driver is present: the default torch wheel on
 # Linux bundles CUDA (several GB). GPU users can also set TORCH_INSTALL themselves.
+# Only torch itself comes from the CPU index (--no-deps): its dependencies come from PyPI.
 ifeq ($(shell command -v nvidia-smi 2>/dev/null),)
-TORCH_INSTALL ?= torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
+TORCH_INSTALL ?= --no-deps torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
 else
 TORCH_INSTALL ?= torch>=2.13
 endif
