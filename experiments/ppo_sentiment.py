@@ -83,7 +83,7 @@ class Config:
     """Sampling temperature (also applied to log-probs in the loss)."""
 
     # --- optimisation
-    lr: float = 3e-4
+    lr: float = 1e-3
     """AdamW learning rate (LoRA adapter, value head)."""
     lr_schedule: Literal["constant", "linear"] = "constant"
     """Learning-rate schedule over the run."""
@@ -127,7 +127,7 @@ class Config:
     """Per-token KL estimate in the penalty."""
 
     # --- evaluation, logging, checkpoints
-    eval_every: int = 10
+    eval_every: int = 15
     """Evaluate on held-out prompts every this many iterations (and before and after)."""
     eval_prompts: int = 64
     """Held-out prompts per evaluation."""

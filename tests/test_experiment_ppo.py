@@ -285,3 +285,58 @@ def test_multi_turn_environment_trains(tiny_model_path, tmp_path):
     run = only_run(tmp_path)
     assert metrics_of(run)[-1]["train/turns"] == 3
     assert max(float(v.abs().max()) for k, v in final_trainable(run).items() if "lora_B" in k) > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "changed"),
+    [
+        (["--value-model", "TINY"], "value_model."),  # a separate critic trunk
+        (["--no-lora"], "policy.model.layers.0.mlp"),  # full fine-tuning, reference copy
+        (["--adaptive-kl", "--kl-estimator", "k3"], "lora_B"),
+    ],
+)
+def test_options_train(tiny_model_path, tmp_path, flags, changed):
+    flags = [str(tiny_model_path) if f == "TINY" else f for f in flags]
+    result = run_script(
+        [
+            "--model",
+            str(tiny_model_path),
+            "--output-dir",
+            str(tmp_path),
+            "--wandb",
+            "disabled",
+            *TINY_FLAGS,
+            "--iterations",
+            "2",
+            *flags,
+        ],  # fmt: skip
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tensors = final_trainable(only_run(tmp_path))
+    trained = {k: v for k, v in tensors.items() if changed in k}
+    assert trained, list(tensors)[:5]
+    if "lora_B" in changed:
+        assert max(float(v.abs().max()) for v in trained.values()) > 0
+    else:  # trunk weights: compare with the tiny model they started from
+        initial = load_file(tiny_model_path / "model.safetensors")
+
+        # The policy's keys are "policy.model.…", the critic trunk's "value_model.…" (an
+        # AutoModel has no "model." level); the tiny model's file has "model.…".
+        def initial_key(key: str) -> str:
+            if key.startswith("policy."):
+                return key.removeprefix("policy.")
+            return "model." + key.removeprefix("value_model.")
+
+        moved = [float((v - initial[initial_key(k)]).abs().max()) for k, v in trained.items()]
+        assert max(moved) > 0
+    rows = metrics_of(only_run(tmp_path))
+    if "--adaptive-kl" in flags:
+        assert rows[-1]["train/kl_coef"] != 0.05  # the controller moved the coefficient
+
+
+def test_list_envs_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "rlm", "list-envs"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0
+    assert "rlm/Sentiment-v0" in result.stdout and "rlm/GuessNumber-v0" in result.stdout
