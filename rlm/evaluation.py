@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rlm.env import TextVectorEnv
@@ -29,6 +30,7 @@ def evaluate(
     generation: GenerationSettings,
     prompt_format: PromptFormat,
     seed: int,
+    show_progress: bool = True,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean reward, its standard error, KL and length over held-out prompts, and sample rows.
 
@@ -50,7 +52,8 @@ def evaluate(
     # A private RNG stream: the same samples for the same policy, training RNG untouched.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for lo in range(0, num_prompts, envs.num_envs):
+        batches = range(0, num_prompts, envs.num_envs)
+        for lo in tqdm(batches, desc="eval", leave=False, disable=not show_progress):
             indices = list(range(lo, lo + envs.num_envs))
             episodes = collect_episodes(
                 model,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -47,7 +48,10 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
         target_modules=settings.target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft asks transformers a deprecated question on every wrap; nothing for users to do.
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+        return get_peft_model(model, config)
 
 
 def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
