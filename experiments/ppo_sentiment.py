@@ -24,9 +24,9 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import gymnasium as gym
 import torch
@@ -43,7 +43,7 @@ from rlm.errors import ConfigError, RlmError
 from rlm.evaluation import evaluate
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, LoraSettings, add_lora, check_same_tokenizer
-from rlm.ppo import AdaptiveKLController, FixedKLController, explained_variance
+from rlm.ppo import explained_variance
 from rlm.ppo_update import (
     PPOSettings,
     compute_advantages,
@@ -97,34 +97,8 @@ class Config:
     """LoRA scaling numerator (scale = alpha / r)."""
     value_model: str | None = None
     """Separate critic trunk (same tokenizer as the policy); default: a head on the policy."""
-    epochs: int = 2
-    """PPO epochs over each batch."""
-    minibatches: int = 2
-    """Minibatches (optimizer steps) per epoch."""
-    grad_accum: int = 1
-    """Micro-batches per minibatch (gradient accumulation)."""
-    clip_range: float = 0.2
-    """Policy ratio clipping."""
-    value_clip_range: float = 0.2
-    """Value clipping."""
-    vf_coef: float = 0.1
-    """Value loss weight."""
-    gamma: float = 1.0
-    """Discount per token."""
-    lam: float = 0.95
-    """GAE lambda."""
-    max_grad_norm: float = 1.0
-    """Gradient norm clipping."""
-    kl_coef: float = 0.05
-    """Initial KL penalty coefficient."""
-    adaptive_kl: bool = False
-    """Adapt the KL coefficient towards target_kl (Ziegler et al. 2019)."""
-    target_kl: float = 6.0
-    """Target sequence KL for the adaptive controller."""
-    kl_horizon: int = 10000
-    """Horizon (episodes) of the adaptive controller."""
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    """Per-token KL estimate in the penalty."""
+    ppo: Annotated[PPOSettings, tyro.conf.OmitArgPrefixes] = field(default_factory=PPOSettings)
+    """PPO update and KL penalty (flags without a prefix: --epochs, --kl-coef, ...)."""
 
     # --- evaluation, logging, checkpoints
     eval_every: int = 15
@@ -157,38 +131,19 @@ class Config:
 
 def validate(config: Config) -> None:
     """Raise ConfigError for any value out of range, before anything is loaded or written."""
-    positive = ["iterations", "batch_size", "max_new_tokens", "epochs", "minibatches",
-                "grad_accum", "eval_every", "eval_prompts", "eval_batch_size",
-                "checkpoint_every", "lora_r", "lora_alpha", "kl_horizon"]  # fmt: skip
+    positive = ["iterations", "batch_size", "max_new_tokens", "eval_every", "eval_prompts",
+                "eval_batch_size", "checkpoint_every", "lora_r", "lora_alpha"]  # fmt: skip
     for name in positive:
-        if getattr(config, name) < 1:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
-            )
-    for name in [
-        "lr",
-        "temperature",
-        "clip_range",
-        "value_clip_range",
-        "max_grad_norm",
-        "target_kl",
-    ]:
+        value = getattr(config, name)
+        if value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ["lr", "temperature"]:
         value = getattr(config, name)
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    for name in ["kl_coef", "vf_coef", "weight_decay"]:
-        if not getattr(config, name) >= 0:
-            raise ConfigError(
-                f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}"
-            )
-    for name in ["gamma", "lam"]:
-        if not 0 <= getattr(config, name) <= 1:
-            raise ConfigError(f"--{name} must be in [0, 1], got {getattr(config, name)}")
-    if config.batch_size % (config.minibatches * config.grad_accum):
-        raise ConfigError(
-            f"--batch-size ({config.batch_size}) must be divisible by --minibatches x "
-            f"--grad-accum ({config.minibatches} x {config.grad_accum})"
-        )
+    if not config.weight_decay >= 0:
+        raise ConfigError(f"--weight-decay must be >= 0, got {config.weight_decay}")
+    config.ppo.validate(config.batch_size)
     if config.eval_prompts % config.eval_batch_size:
         raise ConfigError(
             f"--eval-prompts ({config.eval_prompts}) must be a multiple of --eval-batch-size "
@@ -206,8 +161,8 @@ def load_config(run_folder: Path) -> Config:
     saved = json.loads(path.read_text())
     fields = {f.name: f for f in dataclasses.fields(Config)}
     values = {k: v for k, v in saved.items() if k in fields and k not in ("resume", "stop_after")}
-    for key in ("output_dir",):
-        values[key] = Path(values[key])
+    values["output_dir"] = Path(values["output_dir"])
+    values["ppo"] = PPOSettings(**values["ppo"])
     return Config(**values)
 
 
@@ -225,9 +180,10 @@ def main(config: Config) -> dict[str, float]:
         torch.set_num_threads(config.threads)
 
     # --- set-up: processes, model, environments
+    settings = config.ppo
     # cpu=True is what makes accelerate pick gloo for several CPU processes under torchrun.
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.grad_accum, cpu=not torch.cuda.is_available()
+        gradient_accumulation_steps=settings.grad_accum, cpu=not torch.cuda.is_available()
     )
     set_seed(config.seed + accelerator.process_index)
     dtype = torch.float32
@@ -248,25 +204,14 @@ def main(config: Config) -> dict[str, float]:
     eval_envs = gym.make_vec(env_id, num_envs=config.eval_batch_size, split="eval")
     prompt_format = make_prompt_format(config.prompt_format, tokenizer)
     generation = GenerationSettings(config.max_new_tokens, config.temperature)
-    settings = PPOSettings(
-        epochs=config.epochs, minibatches=config.minibatches, grad_accum=config.grad_accum,
-        clip_range=config.clip_range, value_clip_range=config.value_clip_range,
-        vf_coef=config.vf_coef, gamma=config.gamma, lam=config.lam,
-        max_grad_norm=config.max_grad_norm, kl_estimator=config.kl_estimator,
-    )  # fmt: skip
-
     trainable = [p for p in actor_critic.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_iteration = config.epochs * config.minibatches
+    steps_per_iteration = settings.epochs * settings.minibatches
     scheduler = get_scheduler(
         config.lr_schedule, optimizer, 0, config.iterations * steps_per_iteration
     )
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
-    kl_ctl: FixedKLController | AdaptiveKLController = (
-        AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
-        if config.adaptive_kl
-        else FixedKLController(config.kl_coef)
-    )
+    kl_ctl = settings.kl_controller()
 
     def run_evaluation() -> tuple[dict[str, float], list[dict]]:
         return evaluate(
@@ -338,7 +283,7 @@ def main(config: Config) -> dict[str, float]:
                 ac, tokenizer, train_envs, generation=generation,
                 prompt_format=prompt_format, seed=env_seed,
             )  # fmt: skip
-            score_episodes(ac, episodes, micro_batch_size=config.batch_size // config.minibatches,
+            score_episodes(ac, episodes, micro_batch_size=config.batch_size // settings.minibatches,
                            temperature=config.temperature)  # fmt: skip
             advantages = compute_advantages(episodes, kl_ctl.value, settings)
             metrics = ppo_update(

@@ -8,6 +8,7 @@ gradient accumulation through accelerate.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,8 +16,11 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
+from rlm.errors import ConfigError
 from rlm.policy import ActorCritic
 from rlm.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
     KLEstimator,
     compute_gae,
     kl_estimate,
@@ -55,6 +59,45 @@ class PPOSettings:
     """Gradient clipping (global norm)."""
     kl_estimator: KLEstimator = "k1"
     """Per-token KL estimate in the reward penalty: k1 (log ratio) or k3."""
+    kl_coef: float = 0.05
+    """Initial KL penalty coefficient."""
+    adaptive_kl: bool = False
+    """Adapt the KL coefficient towards target_kl (Ziegler et al. 2019)."""
+    target_kl: float = 6.0
+    """Target sequence KL (nats) of the adaptive controller."""
+    kl_horizon: int = 10000
+    """Horizon (episodes) of the adaptive controller."""
+
+    def validate(self, batch_size: int) -> None:
+        """Raise :class:`ConfigError` for values out of range for a batch of ``batch_size``."""
+        for name in ["epochs", "minibatches", "grad_accum", "kl_horizon"]:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ["clip_range", "value_clip_range", "max_grad_norm", "target_kl"]:
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"--{_flag(name)} must be a positive number, got {value}")
+        for name in ["kl_coef", "vf_coef"]:
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ["gamma", "lam"]:
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
+        if batch_size % (self.minibatches * self.grad_accum):
+            raise ConfigError(
+                f"--batch-size ({batch_size}) must be divisible by --minibatches x "
+                f"--grad-accum ({self.minibatches} x {self.grad_accum})"
+            )
+
+    def kl_controller(self) -> FixedKLController | AdaptiveKLController:
+        """A fresh KL coefficient controller as configured."""
+        if self.adaptive_kl:
+            return AdaptiveKLController(self.kl_coef, self.target_kl, self.kl_horizon)
+        return FixedKLController(self.kl_coef)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 @dataclass
