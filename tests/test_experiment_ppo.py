@@ -43,6 +43,12 @@ def run_script(args: list[str], *, launcher: list[str] | None = None, timeout: i
     )
 
 
+def run_tiny(model: Path, output_dir: Path, *flags: str, wandb: str = "disabled", **kwargs):
+    """The experiment on the tiny model with a tiny budget, plus ``flags``."""
+    args = ["--model", str(model), "--output-dir", str(output_dir), "--wandb", wandb]
+    return run_script([*args, *TINY_FLAGS, *flags], **kwargs)
+
+
 def only_run(output_dir: Path) -> Path:
     runs = [p for p in output_dir.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
@@ -59,17 +65,7 @@ def final_trainable(run: Path) -> dict:
 
 
 def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
-    result = run_script(
-        [
-            "--model",
-            str(tiny_model_path),
-            "--output-dir",
-            str(tmp_path),
-            "--wandb",
-            "offline",
-            *TINY_FLAGS,
-        ]  # fmt: skip
-    )
+    result = run_tiny(tiny_model_path, tmp_path, wandb="offline")
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
 
@@ -103,11 +99,10 @@ def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
 
 
 def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
-    common = ["--model", str(tiny_model_path), "--wandb", "disabled", *TINY_FLAGS]
-    straight = run_script([*common, "--output-dir", str(tmp_path / "straight")])
+    straight = run_tiny(tiny_model_path, tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    first = run_script([*common, "--output-dir", str(tmp_path / "split"), "--stop-after", "2"])
+    first = run_tiny(tiny_model_path, tmp_path / "split", "--stop-after", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     run = only_run(tmp_path / "split")
     assert json.loads((run / "meta.json").read_text())["status"] == "stopped"
@@ -130,20 +125,10 @@ def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
 
 def test_two_processes(tiny_model_path, tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    result = run_script(
-        [
-            "--model",
-            str(tiny_model_path),
-            "--output-dir",
-            str(tmp_path),
-            "--wandb",
-            "disabled",
-            *TINY_FLAGS,
-            "--iterations",
-            "2",
-        ],  # fmt: skip
+    result = run_tiny(
+        tiny_model_path, tmp_path, "--iterations", "2",
         launcher=[torchrun, "--standalone", "--nproc_per_node", "2"],
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     rows = metrics_of(run)
@@ -171,9 +156,7 @@ def test_bad_input_fails_in_one_line_without_a_run_folder(
     tiny_model_path, tmp_path, flags, message
 ):
     output = tmp_path / "runs"
-    args = ["--model", str(tiny_model_path), *TINY_FLAGS, "--output-dir", str(output),
-            "--wandb", "disabled", *flags]  # fmt: skip
-    result = run_script(args, timeout=120)
+    result = run_tiny(tiny_model_path, output, *flags, timeout=120)
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-3000:]
@@ -182,51 +165,17 @@ def test_bad_input_fails_in_one_line_without_a_run_folder(
 
 
 def test_nan_reward_message_names_env_and_reward(tiny_model_path, tmp_path):
-    result = run_script(
-        [
-            "--model",
-            str(tiny_model_path),
-            *TINY_FLAGS,
-            "--output-dir",
-            str(tmp_path / "runs"),
-            "--env-id",
-            "tests.fixture_envs:rlm_test/NaNReward-v0",
-            "--wandb",
-            "disabled",
-        ],  # fmt: skip
-        timeout=120,
-    )
+    env_id = "tests.fixture_envs:rlm_test/NaNReward-v0"
+    result = run_tiny(tiny_model_path, tmp_path / "runs", "--env-id", env_id, timeout=120)
     last = result.stderr.strip().splitlines()[-1]
     assert "nan_reward" in last and "rlm_test/NaNReward-v0" in last and "nan" in last
 
 
 @pytest.mark.slow
 def test_real_default_model_runs_a_ppo_step(tmp_path):
-    result = run_script(
-        [
-            "--output-dir",
-            str(tmp_path),
-            "--wandb",
-            "disabled",
-            "--iterations",
-            "1",
-            "--batch-size",
-            "4",
-            "--minibatches",
-            "1",
-            "--epochs",
-            "1",
-            "--max-new-tokens",
-            "8",
-            "--eval-prompts",
-            "4",
-            "--eval-batch-size",
-            "4",
-            "--threads",
-            "2",
-        ],  # fmt: skip
-        timeout=600,
-    )
+    flags = "--iterations 1 --batch-size 4 --minibatches 1 --epochs 1 --max-new-tokens 8"
+    flags += " --eval-prompts 4 --eval-batch-size 4 --threads 2 --wandb disabled"
+    result = run_script(["--output-dir", str(tmp_path), *flags.split()], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     rows = metrics_of(run)
@@ -238,23 +187,8 @@ def test_real_default_model_runs_a_ppo_step(tmp_path):
 
 
 def test_multi_turn_environment_runs(tiny_model_path, tmp_path):
-    result = run_script(
-        [
-            "--model",
-            str(tiny_model_path),
-            "--env-id",
-            "rlm/GuessNumber-v0",
-            "--prompt-format",
-            "chat",
-            "--output-dir",
-            str(tmp_path),
-            "--wandb",
-            "disabled",
-            *TINY_FLAGS,
-            "--iterations",
-            "2",
-        ],  # fmt: skip
-    )
+    flags = "--env-id rlm/GuessNumber-v0 --prompt-format chat --iterations 2"
+    result = run_tiny(tiny_model_path, tmp_path, *flags.split())
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     # The random tiny model never finds the number: every episode runs all five turns.
@@ -264,23 +198,8 @@ def test_multi_turn_environment_runs(tiny_model_path, tmp_path):
 
 
 def test_multi_turn_environment_trains(tiny_model_path, tmp_path):
-    result = run_script(
-        [
-            "--model",
-            str(tiny_model_path),
-            "--env-id",
-            "tests.fixture_envs:rlm_test/Chatty-v0",
-            "--prompt-format",
-            "chat",
-            "--output-dir",
-            str(tmp_path),
-            "--wandb",
-            "disabled",
-            *TINY_FLAGS,
-            "--iterations",
-            "2",
-        ],  # fmt: skip
-    )
+    flags = "--env-id tests.fixture_envs:rlm_test/Chatty-v0 --prompt-format chat --iterations 2"
+    result = run_tiny(tiny_model_path, tmp_path, *flags.split())
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     assert metrics_of(run)[-1]["train/turns"] == 3
@@ -297,20 +216,7 @@ def test_multi_turn_environment_trains(tiny_model_path, tmp_path):
 )
 def test_options_train(tiny_model_path, tmp_path, flags, changed):
     flags = [str(tiny_model_path) if f == "TINY" else f for f in flags]
-    result = run_script(
-        [
-            "--model",
-            str(tiny_model_path),
-            "--output-dir",
-            str(tmp_path),
-            "--wandb",
-            "disabled",
-            *TINY_FLAGS,
-            "--iterations",
-            "2",
-            *flags,
-        ],  # fmt: skip
-    )
+    result = run_tiny(tiny_model_path, tmp_path, "--iterations", "2", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     tensors = final_trainable(only_run(tmp_path))
     trained = {k: v for k, v in tensors.items() if changed in k}
