@@ -380,6 +380,9 @@ def main(config: Config) -> dict[str, float]:
             f"{summary['eval_kl_after']:.2f} nats), {summary['wall_time_s']:.0f} s; "
             f"run folder {run_dir.path}"
         )
+        print(f"TensorBoard: tensorboard --logdir {run_dir.tensorboard_dir}")
+        if tracker.wandb_mode == "offline":
+            print(f"W&B (offline): wandb sync {run_dir.path / 'wandb'}/offline-run-*")
     tracker.finish("finished")
     return summary
 

@@ -290,6 +290,7 @@ class NullTracker:
     """
 
     wandb_run = None
+    wandb_mode = "disabled"
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Do nothing."""

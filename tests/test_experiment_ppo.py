@@ -212,6 +212,7 @@ def test_multi_turn_environment_trains(tiny_model_path, tmp_path):
         (["--value-model", "TINY"], "value_model."),  # a separate critic trunk
         (["--no-lora"], "policy.model.layers.0.mlp"),  # full fine-tuning, reference copy
         (["--adaptive-kl", "--kl-estimator", "k3"], "lora_B"),
+        (["--grad-accum", "2", "--lr-schedule", "linear"], "lora_B"),
     ],
 )
 def test_options_train(tiny_model_path, tmp_path, flags, changed):
@@ -246,3 +247,19 @@ def test_list_envs_cli():
     )
     assert result.returncode == 0
     assert "rlm/Sentiment-v0" in result.stdout and "rlm/GuessNumber-v0" in result.stdout
+
+
+def test_processes_stay_in_sync(tiny_model_path, tmp_path):
+    """Different data on each rank, the same weights after the update: gradients are averaged."""
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    script = ROOT / "tests" / "scripts" / "ddp_sync_check.py"
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(script)]
+    result = subprocess.run(
+        [*command, str(tiny_model_path), str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank_{i}.json").read_text()) for i in (0, 1)]
+    assert reports[0]["prompt"] != reports[1]["prompt"]  # different episodes on each rank
+    assert reports[0]["checksum"] == reports[1]["checksum"]  # and still the same weights
