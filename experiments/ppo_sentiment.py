@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-import gymnasium as gym
 import torch
 import tyro
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
+from peft import PeftModel
 from tqdm.auto import tqdm
-from transformers import AutoModel, get_scheduler
+from transformers import AutoModel, PreTrainedModel, get_scheduler
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from rlm.env import check_env_id
+from rlm.env import check_env_id, make_text_vector_env
 from rlm.errors import ConfigError, RlmError
 from rlm.evaluation import evaluate
 from rlm.models import load_causal_lm, resolve_model_path
@@ -191,6 +191,7 @@ def main(config: Config) -> dict[str, float]:
         config.dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     ):
         dtype = torch.bfloat16
+    policy: PreTrainedModel | PeftModel
     policy, tokenizer = load_causal_lm(config.model, dtype=dtype)
     if config.lora:
         policy = add_lora(policy, LoraSettings(r=config.lora_r, alpha=config.lora_alpha))
@@ -200,8 +201,8 @@ def main(config: Config) -> dict[str, float]:
         check_same_tokenizer(len(tokenizer), value_model.config.get_text_config().vocab_size)
     policy.to(accelerator.device)
     actor_critic = ActorCritic(policy, value_model).to(accelerator.device)
-    train_envs = gym.make_vec(env_id, num_envs=config.batch_size, split="train")
-    eval_envs = gym.make_vec(env_id, num_envs=config.eval_batch_size, split="eval")
+    train_envs = make_text_vector_env(env_id, config.batch_size, split="train")
+    eval_envs = make_text_vector_env(env_id, config.eval_batch_size, split="eval")
     prompt_format = make_prompt_format(config.prompt_format, tokenizer)
     generation = GenerationSettings(config.max_new_tokens, config.temperature)
     trainable = [p for p in actor_critic.parameters() if p.requires_grad]
@@ -237,6 +238,11 @@ def main(config: Config) -> dict[str, float]:
             checkpoints[-1],
         )
         start_iteration = state["iteration"]
+        if start_iteration >= config.iterations:
+            raise ConfigError(
+                f"--resume {config.resume}: the run already finished its {config.iterations} "
+                "iterations"
+            )
         kl_ctl.load_state_dict(state["kl_controller"])
         counters = state["counters"]
         before = state["eval_before"]
@@ -286,6 +292,8 @@ def main(config: Config) -> dict[str, float]:
             score_episodes(ac, episodes, micro_batch_size=config.batch_size // settings.minibatches,
                            temperature=config.temperature)  # fmt: skip
             advantages = compute_advantages(episodes, kl_ctl.value, settings)
+            values_before_update = episodes.values
+            assert values_before_update is not None  # filled by score_episodes
             metrics = ppo_update(
                 accelerator, model, optimizer, scheduler, episodes, advantages, settings,
                 temperature=config.temperature,
@@ -314,9 +322,7 @@ def main(config: Config) -> dict[str, float]:
                     "train/non_score_reward": float(gathered["non_score_reward"].mean()),
                     "train/value_mean": float(gathered["value_mean"].mean()),
                     "train/explained_variance": explained_variance(
-                        episodes.values,
-                        advantages.returns,
-                        mask,  # type: ignore[arg-type]
+                        values_before_update, advantages.returns, mask
                     ),
                     "train/completion_length": float(gathered["completion_length"].mean()),
                     "train/turns": float(gathered["turns"].mean()),

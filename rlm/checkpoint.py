@@ -53,7 +53,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        model.policy.save_pretrained(target / "policy")
+        model.policy.save_pretrained(str(target / "policy"))
         save_file(_trainable_state(model), target / "trainable.safetensors")
         torch.save(optimizer.state_dict(), target / "optimizer.pt")
         torch.save(scheduler.state_dict(), target / "scheduler.pt")

@@ -328,3 +328,18 @@ def check_env_id(env_id: str) -> str:
         return env_id
     known = ", ".join(registered_text_env_ids()) or "none (import envs to register them)"
     raise UnknownEnvironmentError(f"unknown environment {env_id!r}; registered: {known}")
+
+
+def make_text_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> TextVectorEnv:
+    """``gymnasium.make_vec`` for a text environment, checked to be a :class:`TextVectorEnv`.
+
+    Raises:
+        ConfigError: the id was registered without :func:`register_text_env`.
+    """
+    envs = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+    if not isinstance(envs, TextVectorEnv):
+        raise ConfigError(
+            f"{env_id!r} is not a text environment: register it with "
+            "rlm.env.register_text_env so that make_vec builds a TextVectorEnv"
+        )
+    return envs

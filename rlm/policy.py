@@ -77,7 +77,9 @@ class ActorCritic(nn.Module):
         value_model: optional separate trunk (an ``AutoModel``) for the critic.
     """
 
-    def __init__(self, policy: PreTrainedModel, value_model: PreTrainedModel | None = None):
+    def __init__(
+        self, policy: PreTrainedModel | PeftModel, value_model: PreTrainedModel | None = None
+    ):
         super().__init__()
         self.policy = policy
         self.value_model = value_model
@@ -137,7 +139,7 @@ class ActorCritic(nn.Module):
         return ForwardOutput(logprobs, values, entropy)
 
     @contextlib.contextmanager
-    def as_reference(self) -> Iterator[PreTrainedModel]:
+    def as_reference(self) -> Iterator[PreTrainedModel | PeftModel]:
         """The frozen reference policy: the adapter disabled, or the kept copy."""
         if self._reference is not None:
             yield self._reference

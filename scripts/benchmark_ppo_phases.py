@@ -17,11 +17,11 @@ import argparse
 import statistics
 import time
 
-import gymnasium as gym
 import torch
 from accelerate import Accelerator
 
 import envs  # noqa: F401  (registers the environments)
+from rlm.env import make_text_vector_env
 from rlm.models import load_causal_lm
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_update import PPOSettings, compute_advantages, ppo_update
@@ -60,7 +60,7 @@ def main() -> None:
     print(header)
     print("| --- " * 9 + "|")
     for batch in args.batch_sizes:
-        venv = gym.make_vec(args.env_id, num_envs=batch, split="train")
+        venv = make_text_vector_env(args.env_id, batch, split="train")
         rows: dict[str, list[float]] = {k: [] for k in ["gen", "score", "fwd", "upd", "tok"]}
         for repeat in range(args.repeats + 1):
             episodes = collect_episodes(

@@ -502,3 +502,12 @@ def test_text_space_equality() -> None:
     assert TextSpace(10) == TextSpace(10)
     assert TextSpace(10) != TextSpace(11)
     assert TextSpace(10) != TextSpace(10, min_length=1)
+
+
+def test_make_text_vector_env_rejects_a_non_text_environment():
+    from rlm.env import make_text_vector_env
+    from rlm.errors import ConfigError
+
+    assert isinstance(make_text_vector_env("rlm/Sentiment-v0", 2), TextVectorEnv)
+    with pytest.raises(ConfigError, match="not a text environment"):
+        make_text_vector_env("CartPole-v1", 2)
