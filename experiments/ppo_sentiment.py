@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -54,6 +53,7 @@ from rlm.ppo_update import (
 from rlm.rollout import GenerationSettings, collect_episodes, make_prompt_format, score_episodes
 from rlm.run import RunDir, make_run_name
 from rlm.tracking import NullTracker, Tracker
+from rlm.validation import check_ranges
 
 
 @dataclass
@@ -131,18 +131,13 @@ class Config:
 
 def validate(config: Config) -> None:
     """Raise ConfigError for any value out of range, before anything is loaded or written."""
-    positive = ["iterations", "batch_size", "max_new_tokens", "eval_every", "eval_prompts",
-                "eval_batch_size", "checkpoint_every", "lora_r", "lora_alpha"]  # fmt: skip
-    for name in positive:
-        value = getattr(config, name)
-        if value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    for name in ["lr", "temperature"]:
-        value = getattr(config, name)
-        if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    if not config.weight_decay >= 0:
-        raise ConfigError(f"--weight-decay must be >= 0, got {config.weight_decay}")
+    check_ranges(
+        config,
+        at_least_one=["iterations", "batch_size", "max_new_tokens", "eval_every", "eval_prompts",
+                      "eval_batch_size", "checkpoint_every", "lora_r", "lora_alpha"],
+        positive=["lr", "temperature"],
+        non_negative=["weight_decay"],
+    )  # fmt: skip
     config.ppo.validate(config.batch_size)
     if config.eval_prompts % config.eval_batch_size:
         raise ConfigError(

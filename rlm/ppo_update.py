@@ -8,7 +8,6 @@ gradient accumulation through accelerate.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from rlm.ppo import (
     value_loss,
 )
 from rlm.rollout import Episodes
+from rlm.validation import check_ranges
 
 
 @dataclass
@@ -70,19 +70,13 @@ class PPOSettings:
 
     def validate(self, batch_size: int) -> None:
         """Raise :class:`ConfigError` for values out of range for a batch of ``batch_size``."""
-        for name in ["epochs", "minibatches", "grad_accum", "kl_horizon"]:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ["clip_range", "value_clip_range", "max_grad_norm", "target_kl"]:
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"--{_flag(name)} must be a positive number, got {value}")
-        for name in ["kl_coef", "vf_coef"]:
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ["gamma", "lam"]:
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
+        check_ranges(
+            self,
+            at_least_one=["epochs", "minibatches", "grad_accum", "kl_horizon"],
+            positive=["clip_range", "value_clip_range", "max_grad_norm", "target_kl"],
+            non_negative=["kl_coef", "vf_coef"],
+            unit_interval=["gamma", "lam"],
+        )
         if batch_size % (self.minibatches * self.grad_accum):
             raise ConfigError(
                 f"--batch-size ({batch_size}) must be divisible by --minibatches x "
@@ -94,10 +88,6 @@ class PPOSettings:
         if self.adaptive_kl:
             return AdaptiveKLController(self.kl_coef, self.target_kl, self.kl_horizon)
         return FixedKLController(self.kl_coef)
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 @dataclass
