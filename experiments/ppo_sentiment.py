@@ -332,6 +332,10 @@ def main(config: Config) -> dict[str, float]:
                     "perf/tokens": counters["tokens"],
                 }
             )
+            for key, mean in episodes.component_means().items():
+                metrics[key] = float(
+                    accelerator.gather(torch.tensor([mean], device=accelerator.device)).mean()
+                )
             if step % config.eval_every == 0 or step == config.iterations:
                 if accelerator.is_main_process:
                     last_eval, rows = run_evaluation()

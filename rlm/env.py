@@ -38,7 +38,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from rlm.errors import ConfigError, UnknownEnvironmentError
-from rlm.rewards import RewardFunction, check_rewards
+from rlm.rewards import RewardFunction, check_rewards, reward_components
 from rlm.spaces import TextSpace
 
 MAX_TEXT_LENGTH = 100_000
@@ -52,6 +52,8 @@ class PendingStep:
     prompt: str
     completion: str
     info: dict[str, Any] = field(default_factory=dict)
+    components: dict[str, float] = field(default_factory=dict)
+    """Filled by :meth:`TextEnv.score` for rewards that report components."""
 
 
 class TextEnv(gym.Env[str, str]):
@@ -142,12 +144,19 @@ class TextEnv(gym.Env[str, str]):
         return PendingStep(self._observation, action, self._info())
 
     def score(self, pending: Sequence[PendingStep]) -> list[float]:
-        """Score a batch of completions with one call of the reward function."""
+        """Score a batch of completions with one call of the reward function.
+
+        The reward's components, if it reports any, are kept on each pending step.
+        """
         columns = {key: [p.info.get(key) for p in pending] for key in pending[0].info}
         values = self.reward_fn(
             [p.prompt for p in pending], [p.completion for p in pending], **columns
         )
-        return check_rewards(values, len(pending), env_id=self.env_id, reward=self.reward_fn)
+        scores = check_rewards(values, len(pending), env_id=self.env_id, reward=self.reward_fn)
+        for name, parts in reward_components(self.reward_fn, len(pending)).items():
+            for step, part in zip(pending, parts, strict=True):
+                step.components[name] = part
+        return scores
 
     def end_step(
         self, pending: PendingStep, reward: float
@@ -161,7 +170,9 @@ class TextEnv(gym.Env[str, str]):
         self._observation = reply
         if reply:
             self._transcript.append(("env", reply))
-        return reply, float(reward), finished, truncated, self._info()
+        info = self._info()
+        info.update({f"reward/{name}": value for name, value in pending.components.items()})
+        return reply, float(reward), finished, truncated, info
 
     def respond(self, completion: str) -> tuple[str, bool]:
         """The environment's answer to a completion, and whether the task is finished.

@@ -34,6 +34,8 @@ def evaluate(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean reward, its standard error, KL and length over held-out prompts, and sample rows.
 
+    Reward components, where the reward reports them, appear as ``eval/reward/<name>``.
+
     ``num_prompts`` must be a multiple of ``envs.num_envs`` and at most the split's size.
     """
     available = len(envs.envs[0].tasks)
@@ -49,6 +51,7 @@ def evaluate(
     kls: list[float] = []
     lengths: list[float] = []
     rows: list[dict[str, Any]] = []
+    component_sums: dict[str, float] = {}
     # A private RNG stream: the same samples for the same policy, training RNG untouched.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -73,6 +76,9 @@ def evaluate(
             rewards += episodes.returns.tolist()
             lengths += mask.sum(1).tolist()
             rows += episodes.sample_rows()
+            for parts in episodes.reward_components:
+                for key, value in parts.items():
+                    component_sums[key] = component_sums.get(key, 0.0) + value
     n = len(rewards)
     mean = sum(rewards) / n
     std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / max(n - 1, 1))
@@ -83,4 +89,5 @@ def evaluate(
         "eval/kl": sum(kls) / n,
         "eval/completion_length": sum(lengths) / n,
     }
+    metrics.update({f"eval/{key}": total / n for key, total in sorted(component_sums.items())})
     return metrics, rows

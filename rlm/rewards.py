@@ -5,6 +5,10 @@ text, with extra per-sample columns as keyword arguments (lists the length of th
 That is the shape of TRL's reward functions, so the same object serves rlm's PPO and TRL's
 trainers, whatever tokenizer (if any) it uses internally.
 
+A reward made of parts (a weighted composite, say) reports them: after each call its
+``last_components`` attribute maps a component name to that batch's values. Environments
+put them in ``info`` as ``reward/<name>``, and the experiments log their means.
+
 Example:
     >>> def length_reward(prompts, completions, **info):
     ...     return [min(len(c), 20) / 20 for c in completions]
@@ -31,6 +35,22 @@ needs as keyword-only arguments (``def r(prompts, completions, *, secret, **info
 def reward_name(reward: object) -> str:
     """A readable name for a reward callable, for messages and metric keys."""
     return getattr(reward, "__name__", None) or type(reward).__name__
+
+
+def reward_components(reward: object, expected: int) -> dict[str, list[float]]:
+    """The per-component values of the last call of ``reward`` (empty for a plain reward).
+
+    Raises:
+        RewardError: a component has the wrong number of values.
+    """
+    components = getattr(reward, "last_components", None) or {}
+    for name, values in components.items():
+        if len(values) != expected:
+            raise RewardError(
+                f"reward {reward_name(reward)!r} reported {len(values)} values of component "
+                f"{name!r} for {expected} completions"
+            )
+    return {name: [float(v) for v in values] for name, values in components.items()}
 
 
 def check_rewards(values: Any, expected: int, *, env_id: str, reward: object) -> list[float]:

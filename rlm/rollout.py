@@ -117,6 +117,8 @@ class Episodes:
     replies: list[list[str]]  # the environment's text after each turn but the last
     rewards: list[list[float]]  # per episode, per turn
     infos: list[dict[str, Any]]  # the last info of each episode
+    reward_components: list[dict[str, float]] = field(default_factory=list)
+    """Per episode, each reported reward component (``reward/<name>``) summed over turns."""
     timings: dict[str, float] = field(default_factory=dict)
     # Filled by score_episodes:
     logprobs: torch.Tensor | None = None
@@ -136,6 +138,11 @@ class Episodes:
     def completion_lengths(self) -> torch.Tensor:
         """Policy tokens per episode."""
         return self.action_mask.sum(1)
+
+    def component_means(self) -> dict[str, float]:
+        """The batch mean of each reward component, keyed ``reward/<name>``."""
+        keys = sorted({k for parts in self.reward_components for k in parts})
+        return {k: sum(p.get(k, 0.0) for p in self.reward_components) / len(self) for k in keys}
 
     def sample_rows(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Rows of (prompt, completion, reward) for sample tables."""
@@ -215,6 +222,7 @@ def collect_episodes(
     replies: list[list[str]] = [[] for _ in range(n)]
     rewards: list[list[float]] = [[] for _ in range(n)]
     final_infos: list[dict[str, Any]] = [{} for _ in range(n)]
+    components: list[dict[str, float]] = [defaultdict(float) for _ in range(n)]
     running = list(range(n))
 
     was_training = model.training
@@ -257,6 +265,9 @@ def collect_episodes(
             rewards[i].append(float(step_rewards[i]))
             score_at[i].append((len(response_ids[i]) - 1, float(step_rewards[i])))
             final_infos[i] = {k: v[i] for k, v in infos.items() if not k.startswith("_")}
+            for key, value in final_infos[i].items():
+                if key.startswith("reward/"):
+                    components[i][key] += float(value)
             if terminated[i] or truncated[i]:
                 continue
             reply = next_obs[i]
@@ -293,6 +304,7 @@ def collect_episodes(
         replies=replies,
         rewards=rewards,
         infos=final_infos,
+        reward_components=[dict(c) for c in components],
         timings=dict(timings),
     )
 
