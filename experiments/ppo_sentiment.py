@@ -37,9 +37,9 @@ from transformers import AutoModel, PreTrainedModel, get_scheduler
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from rlm.env import check_env_id, make_text_vector_env
+from rlm.env import TextVectorEnv, check_env_id, make_text_vector_env
 from rlm.errors import ConfigError, RlmError
-from rlm.evaluation import evaluate
+from rlm.evaluation import evaluate, heldout_scores
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, LoraSettings, add_lora, check_same_tokenizer
 from rlm.ppo import explained_variance
@@ -50,8 +50,10 @@ from rlm.ppo_update import (
     ppo_update,
     unwrap_actor_critic,
 )
+from rlm.rewards import RewardFunction
 from rlm.rollout import GenerationSettings, collect_episodes, make_prompt_format, score_episodes
 from rlm.run import RunDir, make_run_name
+from rlm.scorers import Normalized, make_reward
 from rlm.tracking import NullTracker, Tracker
 from rlm.validation import check_ranges
 
@@ -71,6 +73,19 @@ class Config:
     """Experiment name, part of the run name."""
     seed: int = 1
     """Seed of everything: prompts, sampling, initialisation."""
+
+    # --- reward
+    reward: str | None = None
+    """Reward replacing the environment's: a scorer name, a weighted sum such as
+    '0.7*vader + 0.3*repetition', 'env + 0.5*unfinished', or a reward-model folder
+    (docs/rewards.md). Default: the environment's own."""
+    heldout_reward: str | None = None
+    """A second reward scored on the same samples but never trained on, to watch
+    over-optimisation (logged as heldout/reward_mean and eval/heldout_reward_mean)."""
+    normalize_reward: bool = False
+    """Standardise training rewards by their running mean and std (evaluation stays raw)."""
+    reward_clip: float | None = None
+    """Clip training rewards to [-clip, clip] (after normalising, if on)."""
 
     # --- budget
     iterations: int = 30
@@ -135,7 +150,7 @@ def validate(config: Config) -> None:
         config,
         at_least_one=["iterations", "batch_size", "max_new_tokens", "eval_every", "eval_prompts",
                       "eval_batch_size", "checkpoint_every", "lora_r", "lora_alpha"],
-        positive=["lr", "temperature"],
+        positive=["lr", "temperature", "reward_clip"],
         non_negative=["weight_decay"],
     )  # fmt: skip
     config.ppo.validate(config.batch_size)
@@ -146,6 +161,12 @@ def validate(config: Config) -> None:
         )
     if config.stop_after is not None and config.stop_after < 1:
         raise ConfigError(f"--stop-after must be at least 1, got {config.stop_after}")
+
+
+def use_reward(vector_env: TextVectorEnv, reward: RewardFunction) -> None:
+    """Make every environment of ``vector_env`` score with ``reward``."""
+    for env in vector_env.envs:
+        env.reward_fn = reward
 
 
 def load_config(run_folder: Path) -> Config:
@@ -198,6 +219,15 @@ def main(config: Config) -> dict[str, float]:
     actor_critic = ActorCritic(policy, value_model).to(accelerator.device)
     train_envs = make_text_vector_env(env_id, config.batch_size, split="train")
     eval_envs = make_text_vector_env(env_id, config.eval_batch_size, split="eval")
+    # Rewards: the environment's or --reward's; training may see them normalised.
+    env_reward = train_envs.envs[0].reward_fn
+    reward = make_reward(config.reward, env_reward) if config.reward else env_reward
+    normalizer = None
+    if config.normalize_reward or config.reward_clip is not None:
+        normalizer = Normalized(reward, normalize=config.normalize_reward, clip=config.reward_clip)
+    use_reward(train_envs, normalizer or reward)
+    use_reward(eval_envs, reward)
+    heldout = make_reward(config.heldout_reward, env_reward) if config.heldout_reward else None
     prompt_format = make_prompt_format(config.prompt_format, tokenizer)
     generation = GenerationSettings(config.max_new_tokens, config.temperature)
     trainable = [p for p in actor_critic.parameters() if p.requires_grad]
@@ -213,7 +243,7 @@ def main(config: Config) -> dict[str, float]:
         return evaluate(
             unwrap_actor_critic(accelerator, model), tokenizer, eval_envs,
             num_prompts=config.eval_prompts, generation=generation,
-            prompt_format=prompt_format, seed=config.seed + 10_000,
+            prompt_format=prompt_format, seed=config.seed + 10_000, heldout_reward=heldout,
         )  # fmt: skip
 
     # --- where to start: a fresh run (evaluated first, so that a broken reward fails
@@ -239,6 +269,8 @@ def main(config: Config) -> dict[str, float]:
                 "iterations"
             )
         kl_ctl.load_state_dict(state["kl_controller"])
+        if normalizer is not None:
+            normalizer.load_state_dict(state["reward_normalizer"])
         counters = state["counters"]
         before = state["eval_before"]
     else:
@@ -332,6 +364,9 @@ def main(config: Config) -> dict[str, float]:
                     "perf/tokens": counters["tokens"],
                 }
             )
+            if heldout is not None:
+                scores = torch.tensor(heldout_scores(heldout, episodes), device=accelerator.device)
+                metrics["heldout/reward_mean"] = float(accelerator.gather(scores).mean())
             for key, mean in episodes.component_means().items():
                 metrics[key] = float(
                     accelerator.gather(torch.tensor([mean], device=accelerator.device)).mean()
@@ -354,7 +389,8 @@ def main(config: Config) -> dict[str, float]:
                     accelerator, unwrap_actor_critic(accelerator, model), optimizer, scheduler,
                     run_dir.checkpoints_dir, step,
                     {"kl_controller": kl_ctl.state_dict(), "counters": counters,
-                     "eval_before": before},
+                     "eval_before": before,
+                     "reward_normalizer": normalizer.state_dict() if normalizer else None},
                 )  # fmt: skip
             if stopping:
                 tracker.finish("stopped")
@@ -372,6 +408,16 @@ def main(config: Config) -> dict[str, float]:
         "eval_reward_sem_before": before.get("eval/reward_sem", float("nan")),
         "eval_reward_sem_after": last_eval.get("eval/reward_sem", float("nan")),
         "eval_kl_after": last_eval.get("eval/kl", float("nan")),
+        **(
+            {
+                "eval_heldout_reward_before": before.get("eval/heldout_reward_mean", float("nan")),
+                "eval_heldout_reward_after": last_eval.get(
+                    "eval/heldout_reward_mean", float("nan")
+                ),
+            }
+            if heldout is not None
+            else {}
+        ),
         "iterations": config.iterations,
         "episodes": counters["episodes"],
         "generated_tokens": counters["tokens"],
@@ -385,6 +431,11 @@ def main(config: Config) -> dict[str, float]:
             f"{summary['eval_kl_after']:.2f} nats), {summary['wall_time_s']:.0f} s; "
             f"run folder {run_dir.path}"
         )
+        if heldout is not None:
+            print(
+                f"held-out reward model: {summary['eval_heldout_reward_before']:+.3f} -> "
+                f"{summary['eval_heldout_reward_after']:+.3f} (scored, never trained on)"
+            )
         print(f"TensorBoard: tensorboard --logdir {run_dir.tensorboard_dir}")
         if tracker.wandb_mode == "offline":
             print(f"W&B (offline): wandb sync {run_dir.path / 'wandb'}/offline-run-*")

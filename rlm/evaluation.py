@@ -17,7 +17,28 @@ from transformers import PreTrainedTokenizerBase
 from rlm.env import TextVectorEnv
 from rlm.errors import ConfigError
 from rlm.policy import ActorCritic
-from rlm.rollout import GenerationSettings, PromptFormat, collect_episodes, score_episodes
+from rlm.rewards import RewardFunction, check_rewards, reward_components, reward_name
+from rlm.rollout import (
+    Episodes,
+    GenerationSettings,
+    PromptFormat,
+    collect_episodes,
+    score_episodes,
+)
+
+
+def heldout_scores(reward: RewardFunction, episodes: Episodes) -> list[float]:
+    """Score each episode's final completion with a reward it was not trained on.
+
+    The reward sees the episode's first prompt, its last completion and the columns of its
+    last info, as an environment's reward would for a single-turn task. Used to watch
+    over-optimisation: the trained reward rising while a held-out one stalls or falls.
+    """
+    keys = sorted({k for info in episodes.infos for k in info if not k.startswith("reward/")})
+    columns = {k: [info.get(k) for info in episodes.infos] for k in keys}
+    finals = [turns[-1] if turns else "" for turns in episodes.completions]
+    values = reward(episodes.prompts, finals, **columns)
+    return check_rewards(values, len(episodes), env_id="held-out", reward=reward)
 
 
 @torch.no_grad()
@@ -31,10 +52,13 @@ def evaluate(
     prompt_format: PromptFormat,
     seed: int,
     show_progress: bool = True,
+    heldout_reward: RewardFunction | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean reward, its standard error, KL and length over held-out prompts, and sample rows.
 
-    Reward components, where the reward reports them, appear as ``eval/reward/<name>``.
+    Reward components, where the reward reports them, appear as ``eval/reward/<name>``; a
+    ``heldout_reward`` scores the same samples as ``eval/heldout_reward_mean`` (and
+    ``eval/heldout/<name>`` for its components).
 
     ``num_prompts`` must be a multiple of ``envs.num_envs`` and at most the split's size.
     """
@@ -52,6 +76,7 @@ def evaluate(
     lengths: list[float] = []
     rows: list[dict[str, Any]] = []
     component_sums: dict[str, float] = {}
+    heldout: list[float] = []
     # A private RNG stream: the same samples for the same policy, training RNG untouched.
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -76,6 +101,14 @@ def evaluate(
             rewards += episodes.returns.tolist()
             lengths += mask.sum(1).tolist()
             rows += episodes.sample_rows()
+            if heldout_reward is not None:
+                scores = heldout_scores(heldout_reward, episodes)
+                heldout += scores
+                for row, score in zip(rows[-len(scores) :], scores, strict=True):
+                    row[f"heldout_{reward_name(heldout_reward)}"] = score
+                for name, values in reward_components(heldout_reward, len(scores)).items():
+                    key = f"heldout/{name}"
+                    component_sums[key] = component_sums.get(key, 0.0) + sum(values)
             for parts in episodes.reward_components:
                 for key, value in parts.items():
                     component_sums[key] = component_sums.get(key, 0.0) + value
@@ -89,5 +122,7 @@ def evaluate(
         "eval/kl": sum(kls) / n,
         "eval/completion_length": sum(lengths) / n,
     }
+    if heldout:
+        metrics["eval/heldout_reward_mean"] = sum(heldout) / n
     metrics.update({f"eval/{key}": total / n for key, total in sorted(component_sums.items())})
     return metrics, rows

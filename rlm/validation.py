@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from rlm.errors import ConfigError
 
@@ -34,21 +35,22 @@ def check_ranges(
 ) -> None:
     """Raise :class:`ConfigError` for the first named field of ``config`` out of its range.
 
-    ``positive`` also rejects NaN and infinity; the other checks reject NaN.
+    ``positive`` also rejects NaN and infinity; the other checks reject NaN. A field that
+    is ``None`` (an optional setting left unset) passes.
     """
-    for name in at_least_one:
-        value = getattr(config, name)
+
+    def values(names: Iterable[str]) -> list[tuple[str, Any]]:
+        return [(n, getattr(config, n)) for n in names if getattr(config, n) is not None]
+
+    for name, value in values(at_least_one):
         if value < 1:
             raise ConfigError(f"{flag(name)} must be at least 1, got {value}")
-    for name in positive:
-        value = getattr(config, name)
+    for name, value in values(positive):
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"{flag(name)} must be a positive number, got {value}")
-    for name in non_negative:
-        value = getattr(config, name)
+    for name, value in values(non_negative):
         if not value >= 0:
             raise ConfigError(f"{flag(name)} must be >= 0, got {value}")
-    for name in unit_interval:
-        value = getattr(config, name)
+    for name, value in values(unit_interval):
         if not 0 <= value <= 1:
             raise ConfigError(f"{flag(name)} must be in [0, 1], got {value}")

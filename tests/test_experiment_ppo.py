@@ -123,6 +123,46 @@ def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
     assert [r["reward/mean"] for r in metrics_of(run)[1:]] == pytest.approx(straight_rewards)
 
 
+REWARD_FLAGS = [
+    "--reward", "0.5*vader + 0.5*repetition:n=2", "--heldout-reward", "textblob",
+    "--normalize-reward", "--reward-clip", "3",
+]  # fmt: skip
+
+
+def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_model_path, tmp_path):
+    straight = run_tiny(tiny_model_path, tmp_path / "straight", *REWARD_FLAGS)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run = only_run(tmp_path / "straight")
+    rows = metrics_of(run)
+    for row in rows[1:]:
+        # Each component raw, the normalised total within the clip, the held-out reward.
+        for key in ("reward/vader", "reward/repetition", "reward/composite_raw"):
+            assert key in row, key
+        assert -3.0 <= row["reward/mean"] <= 3.0
+        assert -1.0 <= row["heldout/reward_mean"] <= 1.0
+        assert row["reward/composite_raw"] == pytest.approx(
+            0.5 * row["reward/vader"] + 0.5 * row["reward/repetition"]
+        )
+    for row in (rows[0], rows[-1]):
+        # Evaluation scores the raw composite: its mean is the weighted sum of its parts.
+        assert row["eval/reward_mean"] == pytest.approx(
+            0.5 * row["eval/reward/vader"] + 0.5 * row["eval/reward/repetition"]
+        )
+        assert "eval/heldout_reward_mean" in row
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval_heldout_reward_after"] == rows[-1]["eval/heldout_reward_mean"]
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert "heldout_textblob" in samples[0]
+
+    # The normaliser's running statistics are checkpointed: a resumed run is the same run.
+    split = run_tiny(tiny_model_path, tmp_path / "split", *REWARD_FLAGS, "--stop-after", "3")
+    assert split.returncode == 0, split.stderr[-3000:]
+    resumed = run_script(["--resume", str(only_run(tmp_path / "split"))])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = [r["reward/mean"] for r in metrics_of(only_run(tmp_path / "split"))[1:]]
+    assert got == pytest.approx([r["reward/mean"] for r in rows[1:]])
+
+
 def test_two_processes(tiny_model_path, tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = run_tiny(
@@ -150,6 +190,11 @@ def test_two_processes(tiny_model_path, tmp_path):
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--env-id", "tests.fixture_envs:rlm_test/NaNReward-v0"], "rlm_test/NaNReward-v0"),
         (["--env-id", "tests.fixture_envs:rlm_test/ShortReward-v0"], "short_reward"),
+        (["--reward", "vaderr"], "unknown reward 'vaderr'"),
+        (["--reward", "runs/no-such-reward-model"], "no folder 'runs/no-such-reward-model'"),
+        (["--heldout-reward", "length"], "reward 'length'"),
+        (["--reward", "repetition:m=2"], "has no option 'm'"),
+        (["--reward-clip", "0"], "--reward-clip must be"),
     ],
 )
 def test_bad_input_fails_in_one_line_without_a_run_folder(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from textblob import TextBlob
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 
@@ -45,5 +44,10 @@ class TextBlobPolarity:
     __name__ = "textblob"
     reward_range = (-1.0, 1.0)
 
+    def __init__(self) -> None:
+        from textblob import TextBlob  # imports nltk, a second: only when used
+
+        self._blob = TextBlob
+
     def __call__(self, prompts: list[str], completions: list[str], **info: Any) -> list[float]:
-        return [float(TextBlob(c).sentiment.polarity) for c in completions]
+        return [float(self._blob(c).sentiment.polarity) for c in completions]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from sentence_transformers import SentenceTransformer
+from rlm.errors import ModelNotFoundError
+from rlm.scorers.reference import reference_texts
 
-from rlm.errors import ModelNotFoundError, RewardError
+if TYPE_CHECKING:  # importing sentence-transformers takes seconds: only when a model loads
+    import torch
+    from sentence_transformers import SentenceTransformer
 
 
 def default_sentence_model_path() -> Path:
@@ -35,6 +37,8 @@ def load_sentence_model(path: str | None = None, device: str | None = None) -> S
     Raises:
         ModelNotFoundError: ``path`` looks like a local path and does not exist.
     """
+    from sentence_transformers import SentenceTransformer
+
     location = str(default_sentence_model_path()) if path is None else path
     is_local = location.startswith((".", "/", "~")) or Path(location).exists()
     if is_local and not Path(location).expanduser().is_dir():
@@ -89,18 +93,10 @@ class SemanticSimilarity:
         self.model = load_sentence_model(model)
 
     def __call__(self, prompts: list[str], completions: list[str], **info: Any) -> list[float]:
-        if self.target is not None:
-            references = [self.target]
-        elif self.column in info:
-            references = [str(r) for r in info[self.column]]
-        else:
-            raise RewardError(
-                f"{self.__name__}: no target text and no {self.column!r} column in the "
-                "environment's info; give target=... or use an environment that provides "
-                f"{self.column!r}"
-            )
+        # One fixed target is embedded once and broadcast against every completion.
+        n = 1 if self.target is not None else len(completions)
+        references = reference_texts(self.__name__, self.target, self.column, info, n)
         completion_vectors = embed(self.model, list(completions), self.batch_size)
         reference_vectors = embed(self.model, references, self.batch_size)
-        # One fixed target broadcasts against every completion.
         similarity = (completion_vectors * reference_vectors).sum(-1)
         return [float(v) for v in similarity.clamp(-1.0, 1.0).cpu()]
