@@ -90,6 +90,9 @@ class Config:
     # --- budget
     iterations: int = 30
     """PPO iterations (rollout + update)."""
+    token_budget: int | None = None
+    """Stop after the iteration in which this many policy tokens were generated for training
+    (all processes): equal budgets across algorithms. --iterations stays the upper bound."""
     batch_size: int = 16
     """Episodes per iteration, per process."""
     max_new_tokens: int = 20
@@ -148,8 +151,9 @@ def validate(config: Config) -> None:
     """Raise ConfigError for any value out of range, before anything is loaded or written."""
     check_ranges(
         config,
-        at_least_one=["iterations", "batch_size", "max_new_tokens", "eval_every", "eval_prompts",
-                      "eval_batch_size", "checkpoint_every", "lora_r", "lora_alpha"],
+        at_least_one=["iterations", "token_budget", "batch_size", "max_new_tokens", "eval_every",
+                      "eval_prompts", "eval_batch_size", "checkpoint_every", "lora_r",
+                      "lora_alpha"],
         positive=["lr", "temperature", "reward_clip"],
         non_negative=["weight_decay"],
     )  # fmt: skip
@@ -295,11 +299,12 @@ def main(config: Config) -> dict[str, float]:
         else NullTracker()
     )
     if config.resume is None:
-        tracker.log(before, step=0)
+        tracker.log({**before, "perf/episodes": 0, "perf/tokens": 0}, step=0)
         tracker.log_samples(before_rows[: config.samples_logged], step=0)
 
     # --- the loop
     last_eval = before
+    step = start_iteration
     progress = tqdm(
         range(start_iteration, config.iterations), initial=start_iteration,
         total=config.iterations, desc="PPO", disable=not accelerator.is_main_process,
@@ -371,7 +376,10 @@ def main(config: Config) -> dict[str, float]:
                 metrics[key] = float(
                     accelerator.gather(torch.tensor([mean], device=accelerator.device)).mean()
                 )
-            if step % config.eval_every == 0 or step == config.iterations:
+            final = step == config.iterations or (
+                config.token_budget is not None and counters["tokens"] >= config.token_budget
+            )
+            if step % config.eval_every == 0 or final:
                 if accelerator.is_main_process:
                     last_eval, rows = run_evaluation()
                     metrics.update(last_eval)
@@ -384,7 +392,7 @@ def main(config: Config) -> dict[str, float]:
             )
 
             stopping = stop_after is not None and step >= stop_after
-            if step % config.checkpoint_every == 0 or step == config.iterations or stopping:
+            if step % config.checkpoint_every == 0 or final or stopping:
                 save_checkpoint(
                     accelerator, unwrap_actor_critic(accelerator, model), optimizer, scheduler,
                     run_dir.checkpoints_dir, step,
@@ -397,6 +405,8 @@ def main(config: Config) -> dict[str, float]:
                 if accelerator.is_main_process:
                     print(f"stopped after iteration {step}; continue with --resume {run_dir.path}")
                 return {}
+            if final:
+                break
     except BaseException as exc:
         tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -418,7 +428,8 @@ def main(config: Config) -> dict[str, float]:
             if heldout is not None
             else {}
         ),
-        "iterations": config.iterations,
+        "algorithm": "ppo",
+        "iterations": step,
         "episodes": counters["episodes"],
         "generated_tokens": counters["tokens"],
         "wall_time_s": time.time() - wall_start,

@@ -231,6 +231,21 @@ def test_real_default_model_runs_a_ppo_step(tmp_path):
     assert json.loads((run / "config.json").read_text())["model"] == "default"
 
 
+def test_token_budget_stops_after_the_iteration_that_reaches_it(tiny_model_path, tmp_path):
+    result = run_tiny(tiny_model_path, tmp_path, "--token-budget", "10")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    rows = metrics_of(run)
+    tokens = [r["perf/tokens"] for r in rows]
+    assert tokens[0] == 0 and tokens[-1] >= 10 and all(t < 10 for t in tokens[:-1])
+    assert len(rows) - 1 < 4  # stopped before --iterations
+    assert "eval/reward_mean" in rows[-1]  # the final evaluation still ran
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == rows[-1]["step"] and summary["algorithm"] == "ppo"
+    assert summary["generated_tokens"] == tokens[-1]
+    assert json.loads((run / "meta.json").read_text())["status"] == "finished"
+
+
 def test_multi_turn_environment_runs(tiny_model_path, tmp_path):
     flags = "--env-id rlm/GuessNumber-v0 --prompt-format chat --iterations 2"
     result = run_tiny(tiny_model_path, tmp_path, *flags.split())
