@@ -259,6 +259,8 @@ def test_make_reward_builds_scorers_and_composites():
         ("length:size=3", "has no option 'size' (options: target, unit)"),
         ("regex:pattern", "is not key=value"),
         ("env", "none is at hand"),
+        ("model:path=/no/such/model", "/no/such/model"),
+        ("model:label=positive", "reward 'model'"),
     ],
 )
 def test_make_reward_errors_say_what_to_do(spec, message):

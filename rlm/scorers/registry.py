@@ -98,7 +98,15 @@ SCORERS: dict[str, tuple[Callable[..., RewardFunction], dict[str, Callable[[str]
     "unfinished": (_rule("UnfinishedPenalty"), {"penalty": float}),
     "model": (
         _classifier,
-        {"path": _text, "label": _text, "output": _text, "name": _text, "batch_size": int},
+        {
+            "path": _text,
+            "label": _text,
+            "output": _text,
+            "include_prompt": _bool,
+            "max_length": int,
+            "name": _text,
+            "batch_size": int,
+        },
     ),
 }
 ENV_REWARD = "env"
