@@ -30,9 +30,9 @@ import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.env import check_env_id
-from rlm.errors import RlmError
 from rlm.models import resolve_model_path
 from rlm.rollout import make_prompt_format
+from rlm.scripting import run_cli
 from rlm.trl_adapters import (
     EnvReward,
     EnvRollout,
@@ -139,15 +139,9 @@ def main(config: Config) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     """Parse flags, train, and turn user errors into one line and exit status 2."""
-    try:
-        main(tyro.cli(Config, args=argv))
-    except RlmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, Config, argv)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL
     sys.exit(cli())

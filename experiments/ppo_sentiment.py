@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import tyro
@@ -38,7 +37,7 @@ from transformers import AutoModel, PreTrainedModel, get_scheduler
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from rlm.env import TextVectorEnv, check_env_id, make_text_vector_env
-from rlm.errors import ConfigError, RlmError
+from rlm.errors import ConfigError
 from rlm.evaluation import evaluate, heldout_scores
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, LoraSettings, add_lora, check_same_tokenizer
@@ -54,6 +53,7 @@ from rlm.rewards import RewardFunction
 from rlm.rollout import GenerationSettings, collect_episodes, make_prompt_format, score_episodes
 from rlm.run import RunDir, make_run_name
 from rlm.scorers import Normalized, make_reward
+from rlm.scripting import run_cli
 from rlm.tracking import NullTracker, Tracker
 from rlm.validation import check_ranges
 
@@ -186,7 +186,7 @@ def load_config(run_folder: Path) -> Config:
     return Config(**values)
 
 
-def main(config: Config) -> dict[str, float]:
+def main(config: Config) -> dict[str, Any]:
     """Train; return the summary (eval reward before/after, KL, wall time)."""
     wall_start = time.time()
     stop_after = config.stop_after
@@ -456,14 +456,8 @@ def main(config: Config) -> dict[str, float]:
 
 def cli(argv: list[str] | None = None) -> int:
     """Parse flags, train, and turn user errors into one line and exit status 2."""
-    try:
-        main(tyro.cli(Config, args=argv))
-    except RlmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, Config, argv)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(cli())

@@ -21,7 +21,6 @@ Model loading, LoRA, held-out evaluation, logging and the run folder are PPO's
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.env import check_env_id
-from rlm.errors import ConfigError, RlmError
+from rlm.errors import ConfigError
 from rlm.models import resolve_model_path
 from rlm.rollout import make_prompt_format
+from rlm.scripting import run_cli
 from rlm.trl_adapters import EnvReward, TokenCounter, is_multi_turn, task_dataset
 from rlm.trl_experiment import (
     Evaluator,
@@ -125,14 +125,8 @@ def main(config: Config) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     """Parse flags, train, and turn user errors into one line and exit status 2."""
-    try:
-        main(tyro.cli(Config, args=argv))
-    except RlmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, Config, argv)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(cli())

@@ -18,22 +18,20 @@ evaluated before and after, exactly as in the RL scripts.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import tyro
-
 import envs  # noqa: F401  (registers the rlm/ environments)
 from envs.tweets import load_tweets
 from rlm.demonstrations import Demonstration, read_demonstrations, sft_dataset
 from rlm.env import TextEnv, check_env_id
-from rlm.errors import ConfigError, RlmError
+from rlm.errors import ConfigError
 from rlm.models import resolve_model_path
 from rlm.rollout import make_prompt_format
+from rlm.scripting import run_cli
 from rlm.trl_adapters import TokenCounter
 from rlm.trl_experiment import (
     Evaluator,
@@ -217,14 +215,8 @@ def main(config: Config) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     """Parse flags, train, and turn user errors into one line and exit status 2."""
-    try:
-        main(tyro.cli(Config, args=argv))
-    except RlmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(main, Config, argv)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(cli())

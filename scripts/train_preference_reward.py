@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import tyro
 
-from rlm.errors import RlmError
 from rlm.reward_models.data import load_labelled_tweets, split_dataset
 from rlm.reward_models.preference import (
     PreferenceSettings,
@@ -39,6 +37,7 @@ from rlm.reward_models.preference import (
 from rlm.reward_models.transformer import resolve_trunk
 from rlm.run import RunDir
 from rlm.scorers.classifier import ClassifierReward
+from rlm.scripting import run_cli
 from rlm.tracking import Tracker
 from rlm.validation import check_ranges
 
@@ -183,8 +182,4 @@ def main(config: Config) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Config))
-    except RlmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main, Config))

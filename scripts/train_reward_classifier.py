@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import tyro
 
-from rlm.errors import ConfigError, RlmError
+from rlm.errors import ConfigError
 from rlm.reward_models.data import (
     class_balance,
     class_balance_table,
@@ -53,6 +52,7 @@ from rlm.reward_models.transformer import (
     transformer_encoder,
 )
 from rlm.run import RunDir
+from rlm.scripting import run_cli
 from rlm.tracking import Tracker
 from rlm.validation import check_ranges
 
@@ -282,8 +282,4 @@ def main(config: Config) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Config))
-    except RlmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main, Config))
