@@ -10,9 +10,10 @@ secrets divisible by 5 are for evaluation, the others for training.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable, Mapping
 from typing import Any
 
-from rlm.env import TextEnv
+from rlm.env import TextEnv, select_split
 
 LOW, HIGH = 1, 100
 MAX_TURNS = 5
@@ -37,12 +38,12 @@ def guess_reward(
 
 
 class GuessNumberEnv(TextEnv):
-    """A multi-turn guessing game."""
+    """Multi-turn: guess a secret number in [1, 100], told higher or lower; reward in [0, 1]."""
 
     reward_range = (0.0, 1.0)
 
     def __init__(self, split: str = "train", render_mode: str | None = None) -> None:
-        in_eval = {"train": False, "eval": True}[split]
+        in_eval = select_split(split, train=False, eval=True)
         tasks = [
             {"prompt": PROMPT, "secret": n} for n in range(LOW, HIGH + 1) if (n % 5 == 0) == in_eval
         ]
@@ -57,3 +58,9 @@ class GuessNumberEnv(TextEnv):
         if guess == secret:
             return "Correct!", True
         return ("Higher." if guess < secret else "Lower."), False
+
+    def example_action(self) -> str:
+        return str(self.task["secret"])
+
+    def task_key(self, task: Mapping[str, Any]) -> Hashable:
+        return task["secret"]

@@ -14,7 +14,7 @@ from rlm.scorers import VaderSentiment
 
 
 class SentimentEnv(TextEnv):
-    """Continue a tweet's opening so that the continuation reads positive."""
+    """Continue a tweet's opening so that it reads positive; VADER reward in [-1, 1]."""
 
     reward_range = VaderSentiment.reward_range
 

@@ -1,10 +1,12 @@
 """The ``rlm`` command.
 
     rlm list-envs                 # every registered environment with its description
-    python -m rlm list-envs       # the same
+    rlm check-env rlm/Search-v0   # check one environment; exit status 1 when a check fails
+    python -m rlm list-envs       # the same, without the installed script
 
 Environments of the project's ``envs`` package are registered by importing it; pass
-``--module NAME`` (repeatable) to import other modules that register environments.
+``--module NAME`` (repeatable) to import other modules that register environments, or name
+the module in the id as Gymnasium does: ``rlm check-env my_envs:rlm/Excited-v0``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import sys
 
 import gymnasium as gym
 
-from rlm.env import registered_text_env_ids
+from rlm.env import check_env_id, registered_text_env_ids
+from rlm.errors import RlmError
 
 
 def _describe(env_id: str) -> str:
@@ -30,9 +33,13 @@ def _describe(env_id: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-def list_envs(modules: list[str]) -> int:
+def _import(modules: list[str]) -> None:
     for module in modules:
         importlib.import_module(module)
+
+
+def list_envs(modules: list[str]) -> int:
+    _import(modules)
     ids = registered_text_env_ids()
     if not ids:
         print("no environments registered under rlm/", file=sys.stderr)
@@ -43,14 +50,34 @@ def list_envs(modules: list[str]) -> int:
     return 0
 
 
+def check_env(env_id: str, modules: list[str], seed: int, episodes: int) -> int:
+    from rlm.env_check import check_text_env  # imports the checker only when asked
+
+    _import(modules)
+    report = check_text_env(check_env_id(env_id), seed=seed, episodes=episodes)
+    print(report.format())
+    return 0 if report.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlm", description="rlm command-line tools")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list-envs", help="list registered environments")
     listing.add_argument("--module", action="append", default=["envs"], help="module to import")
+    checking = commands.add_parser("check-env", help="check a registered environment")
+    checking.add_argument("env_id", help="registered id, or module:id to import module first")
+    checking.add_argument("--module", action="append", default=["envs"], help="module to import")
+    checking.add_argument("--seed", type=int, default=0, help="seed of the rollouts")
+    checking.add_argument("--episodes", type=int, default=12, help="episodes to play")
     args = parser.parse_args(argv)
-    if args.command == "list-envs":
-        return list_envs(args.module)
+    try:
+        if args.command == "list-envs":
+            return list_envs(args.module)
+        if args.command == "check-env":
+            return check_env(args.env_id, args.module, args.seed, args.episodes)
+    except RlmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 2
 
 

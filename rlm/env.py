@@ -12,7 +12,14 @@ step in one batched reward call (see :class:`TextVectorEnv`):
 3. :meth:`TextEnv.end_step` advances the episode: the environment's reply, termination.
 
 A single-turn task needs only tasks and a reward; a multi-turn task also overrides
-:meth:`TextEnv.respond`.
+:meth:`TextEnv.respond`. :func:`select_split` picks a split's data with a clear error for
+an unknown split name.
+
+Vector forms: ``gymnasium.make_vec(id, num_envs=N)`` builds a :class:`TextVectorEnv` (one
+process, one batched reward call a step); ``vectorization_mode="async"`` runs each env in
+its own subprocess (Gymnasium's ``AsyncVectorEnv``), for rewards that are CPU-heavy Python.
+Text observations cross processes through shared memory that holds any string (see
+:class:`SharedTexts`).
 
 Example:
     >>> def reward(prompts, completions, **info):
@@ -27,15 +34,22 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+import multiprocessing
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector.utils import (
+    batch_space,
+    create_shared_memory,
+    read_from_shared_memory,
+    write_to_shared_memory,
+)
 
 from rlm.errors import ConfigError, UnknownEnvironmentError
 from rlm.rewards import RewardFunction, check_rewards, reward_components
@@ -43,6 +57,23 @@ from rlm.spaces import TextSpace
 
 MAX_TEXT_LENGTH = 100_000
 """Characters an observation or action may have; long enough never to bind in practice."""
+
+SPLITS = ("train", "eval")
+"""The split names every environment takes."""
+
+T = TypeVar("T")
+
+
+def select_split(split: str, **splits: T) -> T:
+    """The data of ``split`` among ``splits``, or a :class:`ConfigError` naming the valid ones.
+
+    Example:
+        >>> select_split("eval", train=["cats", "rain"], eval=["maps"])
+        ['maps']
+    """
+    if split not in splits:
+        raise ConfigError(f"split must be one of {sorted(splits)}, got {split!r}")
+    return splits[split]
 
 
 @dataclass
@@ -134,13 +165,24 @@ class TextEnv(gym.Env[str, str]):
         return self.end_step(pending, reward)
 
     def begin_step(self, action: str) -> PendingStep:
-        """Check ``action`` and return what the reward function will score."""
+        """Check ``action`` and return what the reward function will score.
+
+        Raises:
+            ResetNeeded: no episode is running (never reset, or it ended).
+            TypeError: ``action`` is not a string.
+            ValueError: ``action`` is longer than :data:`MAX_TEXT_LENGTH` characters.
+        """
         if self._task_index is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         if self._done:
             raise gym.error.ResetNeeded("the episode has ended: call reset() before step()")
         if not isinstance(action, str):
             raise TypeError(f"an action is the completion text (str), got {type(action).__name__}")
+        if len(action) > MAX_TEXT_LENGTH:
+            raise ValueError(
+                f"an action has at most {MAX_TEXT_LENGTH} characters, got {len(action)}; "
+                "shorten the completion (fewer new tokens)"
+            )
         return PendingStep(self._observation, action, self._info())
 
     def score(self, pending: Sequence[PendingStep]) -> list[float]:
@@ -180,6 +222,21 @@ class TextEnv(gym.Env[str, str]):
         Single-turn tasks end after one completion; multi-turn tasks override this.
         """
         return "", True
+
+    def example_action(self) -> str | None:
+        """A completion that should earn a high reward in the current state, or ``None``.
+
+        Used by checks (``rlm check-env``) to see that the reward is not constant; tasks
+        with a known answer (a secret, a reference) return it.
+        """
+        return None
+
+    def task_key(self, task: Mapping[str, Any]) -> Hashable:
+        """What identifies a task, for checking that splits are disjoint: its prompt.
+
+        Tasks whose prompt does not identify them (a hidden secret) override this.
+        """
+        return " ".join(str(task["prompt"]).casefold().split())
 
     def _info(self) -> dict[str, Any]:
         info = {k: v for k, v in self.task.items() if k != "prompt"}
@@ -290,6 +347,71 @@ class TextVectorEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
             env.close()
+
+
+# --- shared memory for text, used by AsyncVectorEnv ------------------------------------
+# AsyncVectorEnv reads its observations once, at construction, from shared memory, and
+# relies on the result being a live view (a NumPy array over the buffer). Gymnasium's Text
+# handlers return a snapshot tuple of charset characters instead, so text observations
+# arrive as blanks. These handlers store any string (slot 0 the length, then one code point
+# a slot) and read it back through a live view that deep-copies to a tuple of strings.
+
+
+class SharedTexts(Sequence[str]):
+    """A live, read-only view of the texts in an AsyncVectorEnv's shared memory."""
+
+    def __init__(self, shared_memory: Any, n: int) -> None:
+        self._shared_memory = shared_memory
+        self._n = n
+
+    def _rows(self) -> np.ndarray:
+        return np.frombuffer(self._shared_memory.get_obj(), dtype=np.uint32).reshape(self._n, -1)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: Any) -> Any:
+        texts = tuple(
+            row[1 : 1 + int(row[0])].tobytes().decode("utf-32-le", "surrogatepass")
+            for row in self._rows()
+        )
+        return texts[index]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+@create_shared_memory.register(TextSpace)
+def _create_text_shared_memory(
+    space: TextSpace, n: int = 1, ctx: ModuleType = multiprocessing
+) -> Any:
+    return ctx.Array(np.dtype(np.uint32).char, n * (space.max_length + 1))
+
+
+@write_to_shared_memory.register(TextSpace)
+def _write_text_to_shared_memory(
+    space: TextSpace, index: int, values: str, shared_memory: Any
+) -> None:
+    size = space.max_length + 1
+    codes = np.frombuffer(values.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    if len(codes) > space.max_length:
+        raise ValueError(f"a text of {len(codes)} characters exceeds {space.max_length}")
+    row = np.frombuffer(shared_memory.get_obj(), dtype=np.uint32)[index * size : (index + 1) * size]
+    row[0] = len(codes)
+    row[1 : 1 + len(codes)] = codes
+
+
+@read_from_shared_memory.register(TextSpace)
+def _read_text_from_shared_memory(space: TextSpace, shared_memory: Any, n: int = 1) -> SharedTexts:
+    return SharedTexts(shared_memory, n)
 
 
 def register_text_env(

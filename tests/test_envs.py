@@ -9,7 +9,9 @@ Run: ``python -m pytest tests/test_envs.py -q``
 
 from __future__ import annotations
 
+import copy
 import math
+import multiprocessing
 import pickle
 import warnings
 from collections.abc import Callable, Iterator
@@ -19,6 +21,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from gymnasium.vector.utils import (
+    create_shared_memory,
+    read_from_shared_memory,
+    write_to_shared_memory,
+)
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from envs.tweets import EVAL_FRACTION, clean_tweet, tweet_openings
@@ -218,17 +225,24 @@ def test_vector_env_none_action_leaves_that_env_untouched() -> None:
 # --- splits ------------------------------------------------------------------------------
 
 
-def task_key(task: dict[str, Any]) -> tuple[str, Any]:
-    """What identifies a task: its prompt (case-folded) and the guessing game's secret."""
-    return str(task["prompt"]).lower(), task.get("secret")
-
-
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_train_and_eval_splits_are_disjoint(env_id: str) -> None:
-    train = {task_key(task) for task in gym.make(env_id, split="train").unwrapped.tasks}
-    evaluation = {task_key(task) for task in gym.make(env_id, split="eval").unwrapped.tasks}
+    # task_key: the prompt, or what the prompt hides (the guessing games' secret).
+    splits = [gym.make(env_id, split=split).unwrapped for split in ("train", "eval")]
+    train, evaluation = ({env.task_key(task) for task in env.tasks} for env in splits)
     assert train and evaluation
     assert not train & evaluation
+    # Where every task has its own prompt, the prompts alone are disjoint too.
+    prompts = [{str(task["prompt"]).casefold() for task in env.tasks} for env in splits]
+    if len(prompts[0]) == len(splits[0].tasks):
+        assert not prompts[0] & prompts[1]
+
+
+def test_task_key_is_the_secret_where_the_prompt_hides_it() -> None:
+    env = gym.make("rlm/GuessNumber-v0").unwrapped
+    assert {env.task_key(task) for task in env.tasks} == {t["secret"] for t in env.tasks}
+    plain = gym.make("rlm/Sentiment-v0").unwrapped
+    assert plain.task_key({"prompt": "  Hello   World "}) == "hello world"
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -511,3 +525,20 @@ def test_make_text_vector_env_rejects_a_non_text_environment():
     assert isinstance(make_text_vector_env("rlm/Sentiment-v0", 2), TextVectorEnv)
     with pytest.raises(ConfigError, match="not a text environment"):
         make_text_vector_env("CartPole-v1", 2)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "Hello, world!", "Привет 👋 日本語", "nul\x00inside", "x" * 64]
+)
+def test_text_shared_memory_round_trips_any_string(text: str) -> None:
+    # What AsyncVectorEnv uses: Gymnasium's own Text handlers would keep only charset
+    # characters, and only as a snapshot taken before the first step.
+    space = TextSpace(max_length=64)
+    memory = create_shared_memory(space, n=2, ctx=multiprocessing)
+    view = read_from_shared_memory(space, memory, n=2)  # read once, before any write
+    write_to_shared_memory(space, 1, text, memory)
+    write_to_shared_memory(space, 0, "first", memory)
+    assert copy.deepcopy(view) == ("first", text)  # the view is live
+    assert isinstance(copy.deepcopy(view), tuple)
+    with pytest.raises(ValueError, match="exceeds 64"):
+        write_to_shared_memory(space, 0, "x" * 65, memory)
