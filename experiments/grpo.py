@@ -31,14 +31,13 @@ import tyro
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.env import check_env_id
 from rlm.models import resolve_model_path
-from rlm.rollout import make_prompt_format
+from rlm.rollout import make_prompt_format, resolve_prompt_format
 from rlm.scripting import run_cli
 from rlm.trl_adapters import (
     EnvReward,
     EnvRollout,
     EpisodeReward,
     TokenCounter,
-    is_multi_turn,
     task_dataset,
 )
 from rlm.trl_experiment import (
@@ -88,18 +87,21 @@ def main(config: Config) -> dict:
     # --- set-up: model, environment as TRL's dataset and reward (or rollout function)
     model, tokenizer = load_policy(settings)
     env = training_env(settings.env_id)
-    prompt_format = make_prompt_format(settings.prompt_format, tokenizer)
+    prompt_kind = resolve_prompt_format(
+        settings.prompt_format, tokenizer, multi_turn=env.multi_turn
+    )
+    prompt_format = make_prompt_format(prompt_kind, tokenizer)
     counter = TokenCounter()
     rollout: EnvRollout | None = None
     reward: EnvReward | EpisodeReward
-    if is_multi_turn(env):
+    if env.multi_turn:
         rollout = EnvRollout(
             settings.env_id, tokenizer, prompt_format, seed=settings.seed, counter=counter
         )
         reward = EpisodeReward()
     else:
         reward = EnvReward(env, counter)
-    dataset = task_dataset(env, prompt_format=settings.prompt_format)
+    dataset = task_dataset(env, prompt_format=prompt_kind)
     args = GRPOConfig(
         **trainer_arguments(settings, trainer_output_dir()),
         loss_type=config.loss_type,

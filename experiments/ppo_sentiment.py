@@ -50,7 +50,13 @@ from rlm.ppo_update import (
     unwrap_actor_critic,
 )
 from rlm.rewards import RewardFunction
-from rlm.rollout import GenerationSettings, collect_episodes, make_prompt_format, score_episodes
+from rlm.rollout import (
+    GenerationSettings,
+    collect_episodes,
+    make_prompt_format,
+    resolve_prompt_format,
+    score_episodes,
+)
 from rlm.run import RunDir, make_run_name
 from rlm.scorers import Normalized, make_reward
 from rlm.scripting import run_cli
@@ -67,8 +73,9 @@ class Config:
     """Registered environment id (see `python -m rlm list-envs`)."""
     model: str = "default"
     """Policy: 'default' (embedded SmolLM2-135M-Instruct), a local folder, or a Hub id."""
-    prompt_format: Literal["plain", "chat"] = "plain"
-    """'plain' continues the observation text; 'chat' wraps turns in the chat template."""
+    prompt_format: Literal["auto", "plain", "chat"] = "auto"
+    """'plain' continues the observation text; 'chat' wraps turns in the chat template;
+    'auto' is chat for multi-turn tasks (when the tokenizer has a template), else plain."""
     exp_name: str = Path(__file__).stem
     """Experiment name, part of the run name."""
     seed: int = 1
@@ -232,7 +239,10 @@ def main(config: Config) -> dict[str, Any]:
     use_reward(train_envs, normalizer or reward)
     use_reward(eval_envs, reward)
     heldout = make_reward(config.heldout_reward, env_reward) if config.heldout_reward else None
-    prompt_format = make_prompt_format(config.prompt_format, tokenizer)
+    prompt_kind = resolve_prompt_format(
+        config.prompt_format, tokenizer, multi_turn=train_envs.envs[0].multi_turn
+    )
+    prompt_format = make_prompt_format(prompt_kind, tokenizer)
     generation = GenerationSettings(config.max_new_tokens, config.temperature)
     trainable = [p for p in actor_critic.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)

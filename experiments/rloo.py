@@ -32,9 +32,9 @@ import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.env import check_env_id
 from rlm.errors import ConfigError
 from rlm.models import resolve_model_path
-from rlm.rollout import make_prompt_format
+from rlm.rollout import make_prompt_format, resolve_prompt_format
 from rlm.scripting import run_cli
-from rlm.trl_adapters import EnvReward, TokenCounter, is_multi_turn, task_dataset
+from rlm.trl_adapters import EnvReward, TokenCounter, task_dataset
 from rlm.trl_experiment import (
     Evaluator,
     RunCallback,
@@ -77,7 +77,7 @@ def main(config: Config) -> dict:
     settings.env_id = check_env_id(settings.env_id)  # "module:id" imports module first
     resolve_model_path(settings.model)  # fail on a bad path before any slow work
     env = training_env(settings.env_id)
-    if is_multi_turn(env):
+    if env.multi_turn:
         raise ConfigError(
             f"{settings.env_id} is multi-turn and trl's RLOOTrainer takes no rollout_func: "
             "train it with experiments/grpo.py (--scale-rewards none for a leave-one-out-like "
@@ -86,9 +86,10 @@ def main(config: Config) -> dict:
 
     # --- set-up: model, environment as TRL's dataset and reward
     model, tokenizer = load_policy(settings)
-    prompt_format = make_prompt_format(settings.prompt_format, tokenizer)
+    prompt_kind = resolve_prompt_format(settings.prompt_format, tokenizer, multi_turn=False)
+    prompt_format = make_prompt_format(prompt_kind, tokenizer)
     counter = TokenCounter()
-    dataset = task_dataset(env, prompt_format=settings.prompt_format)
+    dataset = task_dataset(env, prompt_format=prompt_kind)
     args = RLOOConfig(
         **trainer_arguments(settings, trainer_output_dir()),
         normalize_advantages=config.normalize_advantages,

@@ -223,6 +223,11 @@ class TextEnv(gym.Env[str, str]):
         """
         return "", True
 
+    @property
+    def multi_turn(self) -> bool:
+        """Whether the task can answer a completion with more text (it overrides ``respond``)."""
+        return self.max_turns > 1 or type(self).respond is not TextEnv.respond
+
     def example_action(self) -> str | None:
         """A completion that should earn a high reward in the current state, or ``None``.
 

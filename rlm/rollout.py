@@ -97,6 +97,18 @@ class ChatFormat:
         return after
 
 
+def resolve_prompt_format(
+    kind: Literal["auto", "plain", "chat"], tokenizer: PreTrainedTokenizerBase, *, multi_turn: bool
+) -> Literal["plain", "chat"]:
+    """``"auto"`` becomes the chat template for a multi-turn task whose tokenizer has one
+    (a conversation reads as one), and plain text otherwise (continuing a text, as the
+    single-turn tasks ask); ``"plain"`` and ``"chat"`` stay as they are."""
+    if kind != "auto":
+        return kind
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    return "chat" if multi_turn and has_template else "plain"
+
+
 def make_prompt_format(
     kind: Literal["plain", "chat"], tokenizer: PreTrainedTokenizerBase
 ) -> PromptFormat:

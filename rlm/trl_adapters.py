@@ -53,11 +53,6 @@ _TRL_REWARD_KWARGS = frozenset(
 )
 
 
-def is_multi_turn(env: TextEnv) -> bool:
-    """Whether ``env`` can answer a completion with more text (it overrides ``respond``)."""
-    return env.max_turns > 1 or type(env).respond is not TextEnv.respond
-
-
 def task_key(index: int) -> str:
     """The ``prompt`` of task ``index`` in a multi-turn dataset: ``"rlm-task:<index>"``."""
     return f"{TASK_KEY_PREFIX}{index}"
@@ -95,7 +90,7 @@ def task_dataset(
         limit: keep only the first ``limit`` tasks.
     """
     tasks = list(env.tasks)[:limit]
-    if is_multi_turn(env):
+    if env.multi_turn:
         return Dataset.from_list(
             [{"prompt": task_key(i), "task_index": i} for i in range(len(tasks))]
         )
@@ -155,7 +150,7 @@ class EnvReward:
     """
 
     def __init__(self, env: TextEnv, counter: TokenCounter | None = None) -> None:
-        if is_multi_turn(env):
+        if env.multi_turn:
             raise ConfigError(
                 f"{env.env_id} is multi-turn: train it through EnvRollout (GRPO's rollout_func) "
                 "and EpisodeReward, not EnvReward"

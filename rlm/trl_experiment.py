@@ -65,8 +65,9 @@ class TRLSettings:
     """Registered environment id (see `python -m rlm list-envs`)."""
     model: str = "default"
     """Policy: 'default' (SmolLM2-135M-Instruct), a local folder (an SFT run's model/), a Hub id."""
-    prompt_format: Literal["plain", "chat"] = "plain"
-    """'plain' continues the observation text; 'chat' wraps turns in the chat template."""
+    prompt_format: Literal["auto", "plain", "chat"] = "auto"
+    """'plain' continues the observation text; 'chat' wraps turns in the chat template;
+    'auto' is chat for multi-turn tasks (when the tokenizer has a template), else plain."""
     exp_name: str = "trl"
     """Experiment name, part of the run name."""
     seed: int = 1

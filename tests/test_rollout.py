@@ -36,6 +36,7 @@ from rlm.rollout import (
     PlainFormat,
     collect_episodes,
     make_prompt_format,
+    resolve_prompt_format,
     score_episodes,
 )
 from rlm.scorers import VaderSentiment
@@ -596,3 +597,13 @@ def test_evaluate_is_reproducible_and_keeps_the_rng(policy: tuple[ActorCritic, A
         evaluate(model, tokenizer, vector_env, **{**kwargs, "num_prompts": available + 2})
     with pytest.raises(ConfigError, match="multiple of the eval batch"):
         evaluate(model, tokenizer, vector_env, **{**kwargs, "num_prompts": 3})
+
+
+def test_auto_prompt_format_is_chat_only_for_multi_turn_tasks_with_a_template(tiny_model_path):
+    tokenizer = load_tokenizer(tiny_model_path)
+    assert resolve_prompt_format("auto", tokenizer, multi_turn=True) == "chat"
+    assert resolve_prompt_format("auto", tokenizer, multi_turn=False) == "plain"
+    assert resolve_prompt_format("plain", tokenizer, multi_turn=True) == "plain"
+    assert resolve_prompt_format("chat", tokenizer, multi_turn=False) == "chat"
+    tokenizer.chat_template = None
+    assert resolve_prompt_format("auto", tokenizer, multi_turn=True) == "plain"

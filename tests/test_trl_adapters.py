@@ -27,7 +27,6 @@ from rlm.trl_adapters import (
     EpisodeReward,
     TokenCounter,
     episodes_to_rollout,
-    is_multi_turn,
     parse_task_key,
     task_dataset,
     task_key,
@@ -66,7 +65,7 @@ def test_single_turn_dataset_carries_prompt_and_metadata():
 
 def test_multi_turn_dataset_names_tasks_by_key():
     env = ChattyEnv()
-    assert is_multi_turn(env) and not is_multi_turn(single_turn_env())
+    assert env.multi_turn and not single_turn_env().multi_turn
     dataset = task_dataset(env, limit=3)
     assert dataset["prompt"] == [task_key(0), task_key(1), task_key(2)]
     assert parse_task_key("rlm-task:12") == 12
