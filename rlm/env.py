@@ -35,6 +35,8 @@ from __future__ import annotations
 import functools
 import importlib
 import multiprocessing
+import os
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -452,10 +454,14 @@ def check_env_id(env_id: str) -> str:
     """Return the registered id for ``env_id``, or raise :class:`UnknownEnvironmentError`.
 
     ``"module:rlm/Name-v0"`` imports ``module`` first (Gymnasium's convention), so an
-    environment defined outside the project can be named from the command line.
+    environment defined outside the project can be named from the command line. The current
+    directory is searched too, as ``python -m`` would: a script run by its path has only its
+    own folder on the import path.
     """
     if ":" in env_id:
         module, env_id = env_id.split(":", 1)
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.append(os.getcwd())
         try:
             importlib.import_module(module)
         except ImportError as exc:

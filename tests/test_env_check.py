@@ -75,6 +75,29 @@ def test_readme_example_passes_check_env_in_one_command(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1] == "OK: all 7 checks passed"
 
 
+def test_readme_example_trains_with_the_command_the_readme_gives(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    """Run the README's training command from the folder holding my_envs.py (tiny model)."""
+    section = README.read_text().split("## Environments", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    (tmp_path / "my_envs.py").write_text(code.group(1))
+    command = re.search(r"\n(python experiments/ppo_sentiment\.py [^\n]*\\\n[^#\n]*)", section)
+    assert command is not None
+    args = command.group(1).replace("\\\n", " ").split()[2:]
+    tiny = ["--model", str(tiny_model_path), "--iterations", "1", "--batch-size", "2",
+            "--minibatches", "1", "--max-new-tokens", "4", "--wandb", "disabled",
+            "--output-dir", str(tmp_path / "runs"), "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "ppo_sentiment.py"), *args, *tiny],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "runs").glob("*/summary.json"))
+
+
 def test_list_envs_prints_every_id_with_its_reward_range(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
