@@ -216,7 +216,7 @@ def aggregate_table(records: dict[str, list[RunRecord]]) -> tuple[str, dict[str,
         before = [float(r.summary["eval_reward_before"]) for r in runs]
         kl = [float(r.summary["eval_kl_after"]) for r in runs]
         reward_stats, kl_stats = summarize(after), summarize(kl)
-        stats[algorithm] = {"reward": reward_stats, "kl": kl_stats}
+        stats[algorithm] = {"reward": reward_stats, "kl": kl_stats, "seeds": len(runs)}
         gain = float(np.mean(after) - np.mean(before))
         tokens = float(np.mean([r.summary["generated_tokens"] for r in runs]))
         wall = float(np.mean([r.wall_time_s for r in runs]))
@@ -254,6 +254,9 @@ def reading(stats: dict[str, dict]) -> str:
     best, worst = order[0], order[-1]
     name = {a: LABELS.get(a, a) for a in order}
     lines = [f"Highest mean held-out reward: {name[best]}; lowest: {name[worst]}."]
+    if min(stats[a]["seeds"] for a in order) < 2:
+        lines.append("- One seed for some algorithm: no interval to compare; run more seeds.")
+        return "\n".join(lines)
     for a in order[1:]:
         x, y = stats[best]["reward"]["mean"], stats[a]["reward"]["mean"]
         overlap = x.low <= y.high and y.low <= x.high
