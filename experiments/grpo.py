@@ -86,7 +86,7 @@ def main(config: Config) -> dict:
 
     # --- set-up: model, environment as TRL's dataset and reward (or rollout function)
     model, tokenizer = load_policy(settings)
-    env = training_env(settings.env_id)
+    env = training_env(settings.env_id, settings.reward)
     prompt_kind = resolve_prompt_format(
         settings.prompt_format, tokenizer, multi_turn=env.multi_turn
     )
@@ -96,8 +96,9 @@ def main(config: Config) -> dict:
     reward: EnvReward | EpisodeReward
     if env.multi_turn:
         rollout = EnvRollout(
-            settings.env_id, tokenizer, prompt_format, seed=settings.seed, counter=counter
-        )
+            settings.env_id, tokenizer, prompt_format, seed=settings.seed, counter=counter,
+            reward=env.reward_fn if settings.reward else None,
+        )  # fmt: skip
         reward = EpisodeReward()
     else:
         reward = EnvReward(env, counter)

@@ -36,7 +36,7 @@ from transformers import AutoModel, PreTrainedModel, get_scheduler
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from rlm.env import TextVectorEnv, check_env_id, make_text_vector_env
+from rlm.env import check_env_id, make_text_vector_env
 from rlm.errors import ConfigError
 from rlm.evaluation import evaluate, heldout_scores
 from rlm.models import load_causal_lm, resolve_model_path
@@ -49,7 +49,6 @@ from rlm.ppo_update import (
     ppo_update,
     unwrap_actor_critic,
 )
-from rlm.rewards import RewardFunction
 from rlm.rollout import (
     GenerationSettings,
     collect_episodes,
@@ -174,12 +173,6 @@ def validate(config: Config) -> None:
         raise ConfigError(f"--stop-after must be at least 1, got {config.stop_after}")
 
 
-def use_reward(vector_env: TextVectorEnv, reward: RewardFunction) -> None:
-    """Make every environment of ``vector_env`` score with ``reward``."""
-    for env in vector_env.envs:
-        env.reward_fn = reward
-
-
 def load_config(run_folder: Path) -> Config:
     """The config a run was started with (for --resume)."""
     path = Path(run_folder) / "config.json"
@@ -236,8 +229,8 @@ def main(config: Config) -> dict[str, Any]:
     normalizer = None
     if config.normalize_reward or config.reward_clip is not None:
         normalizer = Normalized(reward, normalize=config.normalize_reward, clip=config.reward_clip)
-    use_reward(train_envs, normalizer or reward)
-    use_reward(eval_envs, reward)
+    train_envs.set_reward(normalizer or reward)
+    eval_envs.set_reward(reward)
     heldout = make_reward(config.heldout_reward, env_reward) if config.heldout_reward else None
     prompt_kind = resolve_prompt_format(
         config.prompt_format, tokenizer, multi_turn=train_envs.envs[0].multi_turn

@@ -76,7 +76,7 @@ def main(config: Config) -> dict:
     validate(settings)
     settings.env_id = check_env_id(settings.env_id)  # "module:id" imports module first
     resolve_model_path(settings.model)  # fail on a bad path before any slow work
-    env = training_env(settings.env_id)
+    env = training_env(settings.env_id, settings.reward)
     if env.multi_turn:
         raise ConfigError(
             f"{settings.env_id} is multi-turn and trl's RLOOTrainer takes no rollout_func: "

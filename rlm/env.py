@@ -351,6 +351,11 @@ class TextVectorEnv(VectorEnv):
         self._autoreset = terminated | truncated
         return tuple(observations), rewards, terminated, truncated, infos
 
+    def set_reward(self, reward: RewardFunction) -> None:
+        """Score every environment's completions with ``reward`` instead of its own."""
+        for env in self.envs:
+            env.reward_fn = reward
+
     def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
             env.close()

@@ -42,6 +42,7 @@ from transformers import PreTrainedTokenizerBase
 from rlm.env import PendingStep, TextEnv, TextVectorEnv, make_text_vector_env
 from rlm.errors import ConfigError
 from rlm.policy import ActorCritic
+from rlm.rewards import RewardFunction
 from rlm.rollout import Episodes, GenerationSettings, PromptFormat, collect_episodes
 
 TASK_KEY_PREFIX = "rlm-task:"
@@ -203,6 +204,8 @@ class EnvRollout:
         seed: base of the environments' seeds (each call adds the trainer's step).
         policy: the policy wrapped once for the rollout path; by default, the trainer's
             model is wrapped on the first call.
+        counter: where generated tokens are counted.
+        reward: a reward replacing the environment's (``--reward``); default: its own.
     """
 
     def __init__(
@@ -215,6 +218,7 @@ class EnvRollout:
         seed: int = 0,
         policy: ActorCritic | None = None,
         counter: TokenCounter | None = None,
+        reward: RewardFunction | None = None,
     ) -> None:
         self.env_id = env_id
         self.tokenizer = tokenizer
@@ -223,12 +227,15 @@ class EnvRollout:
         self.seed = seed
         self.policy = policy
         self.counter = counter if counter is not None else TokenCounter()
+        self.reward = reward
         self._envs: dict[int, TextVectorEnv] = {}
         self.__name__ = "env_rollout"
 
     def _vector_env(self, size: int) -> TextVectorEnv:
         if size not in self._envs:
             self._envs[size] = make_text_vector_env(self.env_id, size, split=self.split)
+            if self.reward is not None:
+                self._envs[size].set_reward(self.reward)
         return self._envs[size]
 
     def _actor(self, trainer: Any) -> ActorCritic:

@@ -51,6 +51,7 @@ from rlm.models import load_causal_lm
 from rlm.policy import ActorCritic, LoraSettings
 from rlm.rollout import GenerationSettings, PromptFormat
 from rlm.run import RunDir, make_run_name
+from rlm.scorers import make_reward
 from rlm.tracking import Tracker
 from rlm.trl_adapters import TokenCounter
 from rlm.validation import check_ranges
@@ -68,6 +69,9 @@ class TRLSettings:
     prompt_format: Literal["auto", "plain", "chat"] = "auto"
     """'plain' continues the observation text; 'chat' wraps turns in the chat template;
     'auto' is chat for multi-turn tasks (when the tokenizer has a template), else plain."""
+    reward: str | None = None
+    """Reward replacing the environment's, as in experiments/ppo_sentiment.py: a scorer,
+    a weighted sum such as '0.7*vader + 0.3*repetition', or a reward-model folder."""
     exp_name: str = "trl"
     """Experiment name, part of the run name."""
     seed: int = 1
@@ -184,9 +188,16 @@ def lora_config(settings: TRLSettings) -> LoraConfig | None:
     )
 
 
-def training_env(env_id: str) -> TextEnv:
-    """One environment of the training split (its tasks and its reward)."""
-    return make_text_vector_env(env_id, 1, split="train").envs[0]
+def training_env(env_id: str, reward: str | None = None) -> TextEnv:
+    """One environment of the training split: its tasks, and its reward or ``reward``'s.
+
+    ``reward`` is a spec for :func:`rlm.scorers.make_reward` (``env`` in it names the
+    environment's own reward), as ``--reward`` in every experiment.
+    """
+    env = make_text_vector_env(env_id, 1, split="train").envs[0]
+    if reward:
+        env.reward_fn = make_reward(reward, env.reward_fn)
+    return env
 
 
 # transformers 5 renamed gradient_checkpointing (TRL's default: on) to activation_checkpointing.
@@ -277,10 +288,13 @@ class Evaluator:
         tokenizer: PreTrainedTokenizerBase,
         prompt_format: PromptFormat,
     ) -> Evaluator:
+        eval_envs = make_text_vector_env(settings.env_id, settings.eval_batch_size, split="eval")
+        if settings.reward:
+            eval_envs.set_reward(make_reward(settings.reward, eval_envs.envs[0].reward_fn))
         return cls(
             policy=policy,
             tokenizer=tokenizer,
-            envs=make_text_vector_env(settings.env_id, settings.eval_batch_size, split="eval"),
+            envs=eval_envs,
             num_prompts=settings.eval_prompts,
             generation=GenerationSettings(settings.max_new_tokens, settings.temperature),
             prompt_format=prompt_format,

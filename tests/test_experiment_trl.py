@@ -106,6 +106,16 @@ def test_grpo_multi_turn_masks_the_environment(tiny_model_path, tmp_path):
     assert "[env] Tell me more." in samples[0]["completion"]
 
 
+def test_grpo_multi_turn_plays_with_the_reward_given(tiny_model_path, tmp_path):
+    flags = ["--model", str(tiny_model_path), "--output-dir", str(tmp_path), "--wandb", "disabled"]
+    env = ["--env-id", "tests.fixture_envs:rlm_test/Chatty-v0", "--reward", "env + length:target=2"]
+    result = run_script("grpo.py", [*flags, *env, *TINY_FLAGS])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metrics_of(only_run(tmp_path))
+    assert any("reward/length" in r for r in rows[1:])  # the rollout scored with --reward
+    assert "eval/reward/length" in rows[-1]
+
+
 def test_rloo_single_turn_trains_and_stops_at_the_token_budget(tiny_model_path, tmp_path):
     flags = ["--model", str(tiny_model_path), "--output-dir", str(tmp_path), "--wandb", "disabled"]
     # A step generates at most 4 x 6 = 24 tokens: a budget of 25 ends the run after step 2.
@@ -116,6 +126,21 @@ def test_rloo_single_turn_trains_and_stops_at_the_token_budget(tiny_model_path, 
     assert_trained_and_logged(run, result, steps=2)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["algorithm"] == "rloo" and summary["iterations"] == 2
+
+
+def test_rloo_takes_a_composite_reward_and_logs_its_parts(tiny_model_path, tmp_path):
+    flags = ["--model", str(tiny_model_path), "--output-dir", str(tmp_path), "--wandb", "disabled"]
+    reward = ["--reward", "0.5*vader + 0.5*length:target=3"]
+    result = run_script("rloo.py", [*flags, *TINY_FLAGS, *reward])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metrics_of(only_run(tmp_path))
+    trained = [r for r in rows if "reward/vader" in r]
+    assert trained and all("reward/length" in r for r in trained)
+    # Evaluation scores the same composite: its mean is the weighted sum of its parts.
+    last = rows[-1]
+    assert last["eval/reward_mean"] == pytest.approx(
+        0.5 * last["eval/reward/vader"] + 0.5 * last["eval/reward/length"]
+    )
 
 
 def test_sft_warm_start_saves_a_model_the_rl_scripts_load(tiny_model_path, tmp_path):
