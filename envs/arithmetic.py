@@ -158,6 +158,7 @@ INSTRUCTION = "Solve the problem. End your reply with the answer as: #### <numbe
 class ArithmeticEnv(TextEnv):
     """Solve a generated arithmetic word problem; exact-answer reward in [0, 1]."""
 
+    instruction = True  # the prompt asks for something: chat-formatted by default
     reward_range = (0.0, 1.0)
 
     def __init__(self, split: str = "train", render_mode: str | None = None) -> None:

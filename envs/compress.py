@@ -65,6 +65,7 @@ def prompt_for(text: str, budget: int) -> str:
 class CompressionEnv(TextEnv):
     """Shorten a quote or joke to half its length, keeping its meaning; reward in [0, 1]."""
 
+    instruction = True  # the prompt asks for something: chat-formatted by default
     reward_range = CompressionReward.reward_range
 
     def __init__(self, split: str = "train", render_mode: str | None = None) -> None:

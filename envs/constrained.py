@@ -114,6 +114,7 @@ def word_sets(split: str) -> tuple[tuple[str, ...], ...]:
 class ConstrainedSentenceEnv(TextEnv):
     """Write one sentence using all of three given words; reward in [0, 1]."""
 
+    instruction = True  # the prompt asks for something: chat-formatted by default
     reward_range = ConstrainedSentenceReward.reward_range
 
     def __init__(self, split: str = "train", render_mode: str | None = None) -> None:

@@ -78,6 +78,7 @@ def prompt_for(document: str) -> str:
 class SearchQueryEnv(TextEnv):
     """Write a query that ranks a document first among distractors; reward in [0, 1]."""
 
+    instruction = True  # the prompt asks for something: chat-formatted by default
     reward_range = RetrievalRankReward.reward_range
 
     def __init__(self, split: str = "train", render_mode: str | None = None) -> None:

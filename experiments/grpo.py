@@ -88,7 +88,7 @@ def main(config: Config) -> dict:
     model, tokenizer = load_policy(settings)
     env = training_env(settings.env_id, settings.reward)
     prompt_kind = resolve_prompt_format(
-        settings.prompt_format, tokenizer, multi_turn=env.multi_turn
+        settings.prompt_format, tokenizer, conversational=env.conversational
     )
     prompt_format = make_prompt_format(prompt_kind, tokenizer)
     counter = TokenCounter()

@@ -233,7 +233,7 @@ def main(config: Config) -> dict[str, Any]:
     eval_envs.set_reward(reward)
     heldout = make_reward(config.heldout_reward, env_reward) if config.heldout_reward else None
     prompt_kind = resolve_prompt_format(
-        config.prompt_format, tokenizer, multi_turn=train_envs.envs[0].multi_turn
+        config.prompt_format, tokenizer, conversational=train_envs.envs[0].conversational
     )
     prompt_format = make_prompt_format(prompt_kind, tokenizer)
     generation = GenerationSettings(config.max_new_tokens, config.temperature)

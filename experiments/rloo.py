@@ -86,7 +86,9 @@ def main(config: Config) -> dict:
 
     # --- set-up: model, environment as TRL's dataset and reward
     model, tokenizer = load_policy(settings)
-    prompt_kind = resolve_prompt_format(settings.prompt_format, tokenizer, multi_turn=False)
+    prompt_kind = resolve_prompt_format(
+        settings.prompt_format, tokenizer, conversational=env.conversational
+    )
     prompt_format = make_prompt_format(prompt_kind, tokenizer)
     counter = TokenCounter()
     dataset = task_dataset(env, prompt_format=prompt_kind)

@@ -225,10 +225,19 @@ class TextEnv(gym.Env[str, str]):
         """
         return "", True
 
+    instruction: bool = False
+    """True when prompts are instructions to answer rather than text to continue."""
+
     @property
     def multi_turn(self) -> bool:
         """Whether the task can answer a completion with more text (it overrides ``respond``)."""
         return self.max_turns > 1 or type(self).respond is not TextEnv.respond
+
+    @property
+    def conversational(self) -> bool:
+        """Whether the task reads as a conversation (an instruction, or several turns): the
+        default prompt format (``auto``) then uses the tokenizer's chat template."""
+        return self.instruction or self.multi_turn
 
     def example_action(self) -> str | None:
         """A completion that should earn a high reward in the current state, or ``None``.

@@ -98,15 +98,18 @@ class ChatFormat:
 
 
 def resolve_prompt_format(
-    kind: Literal["auto", "plain", "chat"], tokenizer: PreTrainedTokenizerBase, *, multi_turn: bool
+    kind: Literal["auto", "plain", "chat"],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    conversational: bool,
 ) -> Literal["plain", "chat"]:
-    """``"auto"`` becomes the chat template for a multi-turn task whose tokenizer has one
-    (a conversation reads as one), and plain text otherwise (continuing a text, as the
-    single-turn tasks ask); ``"plain"`` and ``"chat"`` stay as they are."""
+    """``"auto"`` becomes the chat template for a conversational task (multi-turn, or an
+    instruction to answer: :attr:`rlm.env.TextEnv.conversational`) when the tokenizer has
+    one, and plain text otherwise (a text to continue); ``"plain"``/``"chat"`` stay."""
     if kind != "auto":
         return kind
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    return "chat" if multi_turn and has_template else "plain"
+    return "chat" if conversational and has_template else "plain"
 
 
 def make_prompt_format(

@@ -5,16 +5,16 @@
 
 Each environment is evaluated exactly as an experiment evaluates it before training
 (:func:`rlm.evaluation.evaluate`: the first ``--prompts`` eval tasks, sampled at
-temperature 1 with a fixed seed). Continuation tasks use the plain prompt format, the
-others the tokenizer's chat template. Prints a markdown table: mean episode reward, its
-standard error, turns per episode and wall time.
+temperature 1 with a fixed seed), in the prompt format the experiments use by default
+(``auto``: plain text for continuation tasks, the chat template for the others). Prints
+a markdown table: mean episode reward, its standard error, turns per episode and wall
+time.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import tyro
@@ -25,9 +25,8 @@ from rlm.env_check import text_env
 from rlm.evaluation import evaluate
 from rlm.models import load_causal_lm
 from rlm.policy import ActorCritic
-from rlm.rollout import GenerationSettings, make_prompt_format
+from rlm.rollout import GenerationSettings, make_prompt_format, resolve_prompt_format
 
-PLAIN = {"rlm/Sentiment-v0"}
 """Environments whose prompt is text to continue rather than an instruction."""
 
 
@@ -56,8 +55,9 @@ def main(config: Config) -> list[dict[str, float | str]]:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for env_id in config.env_ids:
         start = time.time()
-        kind: Literal["plain", "chat"] = "plain" if env_id in PLAIN else "chat"
-        size = len(text_env(env_id, split="eval").tasks)
+        env = text_env(env_id, split="eval")
+        kind = resolve_prompt_format("auto", tokenizer, conversational=env.conversational)
+        size = len(env.tasks)
         prompts = min(config.prompts, size)  # GuessNumber's eval split has 20 secrets
         eval_envs = make_text_vector_env(env_id, prompts, split="eval")
         metrics, samples = evaluate(

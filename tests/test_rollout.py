@@ -599,11 +599,11 @@ def test_evaluate_is_reproducible_and_keeps_the_rng(policy: tuple[ActorCritic, A
         evaluate(model, tokenizer, vector_env, **{**kwargs, "num_prompts": 3})
 
 
-def test_auto_prompt_format_is_chat_only_for_multi_turn_tasks_with_a_template(tiny_model_path):
+def test_auto_prompt_format_is_chat_only_for_conversational_tasks_with_a_template(tiny_model_path):
     tokenizer = load_tokenizer(tiny_model_path)
-    assert resolve_prompt_format("auto", tokenizer, multi_turn=True) == "chat"
-    assert resolve_prompt_format("auto", tokenizer, multi_turn=False) == "plain"
-    assert resolve_prompt_format("plain", tokenizer, multi_turn=True) == "plain"
-    assert resolve_prompt_format("chat", tokenizer, multi_turn=False) == "chat"
+    assert resolve_prompt_format("auto", tokenizer, conversational=True) == "chat"
+    assert resolve_prompt_format("auto", tokenizer, conversational=False) == "plain"
+    assert resolve_prompt_format("plain", tokenizer, conversational=True) == "plain"
+    assert resolve_prompt_format("chat", tokenizer, conversational=False) == "chat"
     tokenizer.chat_template = None
-    assert resolve_prompt_format("auto", tokenizer, multi_turn=True) == "plain"
+    assert resolve_prompt_format("auto", tokenizer, conversational=True) == "plain"
