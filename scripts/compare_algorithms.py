@@ -5,6 +5,7 @@
     python scripts/compare_algorithms.py run --algorithms grpo --seeds 4   # add to the folder
     python scripts/compare_algorithms.py report             # table and figure from finished runs
     python scripts/compare_algorithms.py time               # CPU s per step of each script
+    python scripts/compare_algorithms.py run --token-budget 9600 -- --threads 1  # flags for all
 
 Every algorithm gets the same budget: ``--iterations`` steps of ``--batch-size``
 completions of at most ``--max-new-tokens`` tokens (PPO's defaults: 30 x 16 x 20, at most
@@ -457,8 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wandb", default="offline", choices=["offline", "online", "disabled"])
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "compare")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the report goes")
-    parser.add_argument("extra", nargs="*", help="flags for every run, after --")
-    args = parser.parse_args(argv)
+    # Flags after "--" go to every run (e.g. -- --threads 1), wherever the action stands.
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.extra = extra
     if args.action == "plan":
         for seed in args.seeds:
             for algorithm in args.algorithms:
