@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -41,14 +41,11 @@ from rlm.trl_adapters import (
     task_dataset,
 )
 from rlm.trl_experiment import (
-    Evaluator,
-    RunCallback,
     TRLSettings,
     actor_critic_of,
-    finish_run,
     load_policy,
     lora_config,
-    start_run,
+    train_and_report,
     trainer_arguments,
     trainer_output_dir,
     training_env,
@@ -74,7 +71,7 @@ class Config:
     """Clipping of the probability ratio."""
 
 
-def main(config: Config) -> dict:
+def main(config: Config) -> dict[str, Any]:
     """Train; return the summary (eval reward before/after, KL, tokens, wall time)."""
     from trl import GRPOConfig, GRPOTrainer  # imported here: a second of start-up for --help
 
@@ -118,25 +115,10 @@ def main(config: Config) -> dict:
     if rollout is not None:
         rollout.policy = policy
 
-    # --- evaluation before training, run folder, logging
-    evaluator = Evaluator.for_settings(settings, policy, tokenizer, prompt_format)
-    run_dir, tracker, before = start_run(settings, config, evaluator)
-    callback = RunCallback(
-        tracker, evaluator, counter, eval_every=settings.eval_every,
-        samples_logged=settings.samples_logged, token_budget=settings.token_budget, desc="GRPO",
-    )  # fmt: skip
-    callback.replace_progress_bar(trainer)
-
-    # --- training
-    try:
-        trainer.train()
-    except BaseException as exc:
-        tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    trainer.save_model(str(run_dir.path / "policy"))
-    return finish_run(
-        run_dir, tracker, algorithm="grpo", before=before, callback=callback,
-        steps=trainer.state.global_step, wall_start=wall_start, trainer_dir=args.output_dir,
+    # --- evaluation before training, run folder, training, summary
+    return train_and_report(
+        trainer, settings, config, policy, tokenizer, prompt_format, counter,
+        algorithm="grpo", wall_start=wall_start,
     )  # fmt: skip
 
 

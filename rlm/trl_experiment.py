@@ -533,3 +533,38 @@ def finish_run(
         print(f"W&B (offline): wandb sync {run_dir.path / 'wandb'}/offline-run-*")
     tracker.finish("finished")
     return summary
+
+
+def train_and_report(
+    trainer: Any,
+    settings: TRLSettings,
+    config: Any,
+    policy: ActorCritic,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_format: PromptFormat,
+    counter: TokenCounter,
+    *,
+    algorithm: str,
+    wall_start: float,
+) -> dict[str, Any]:
+    """What every TRL script does once its trainer is built: evaluate before training,
+    open the run folder, train with the run's callback, save the policy, write the summary."""
+    evaluator = Evaluator.for_settings(settings, policy, tokenizer, prompt_format)
+    run_dir, tracker, before = start_run(settings, config, evaluator)
+    callback = RunCallback(
+        tracker, evaluator, counter, eval_every=settings.eval_every,
+        samples_logged=settings.samples_logged, token_budget=settings.token_budget,
+        desc=algorithm.upper(),
+    )  # fmt: skip
+    callback.replace_progress_bar(trainer)
+    try:
+        trainer.train()
+    except BaseException as exc:
+        tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    trainer.save_model(str(run_dir.path / "policy"))
+    return finish_run(
+        run_dir, tracker, algorithm=algorithm, before=before, callback=callback,
+        steps=trainer.state.global_step, wall_start=wall_start,
+        trainer_dir=trainer.args.output_dir,
+    )  # fmt: skip
