@@ -5,7 +5,9 @@ gives both log-probs and values). With ``value_model`` the critic is a separate 
 must share the policy's tokenizer, since both read the same token ids.
 
 With LoRA (through peft) the reference policy is the same weights with the adapter turned
-off, so no second copy of the model is kept; without LoRA, a frozen copy is kept.
+off, so no second copy of the model is kept; without LoRA, a frozen copy is kept. A
+``reference`` model given explicitly replaces both: re-evaluating a run after a
+supervised warm start against the base model, for instance, rather than its start.
 
 Example:
     >>> model, tok = load_causal_lm("default")  # doctest: +SKIP
@@ -75,10 +77,18 @@ class ActorCritic(nn.Module):
     Args:
         policy: a causal LM, optionally a peft model with a LoRA adapter.
         value_model: optional separate trunk (an ``AutoModel``) for the critic.
+        reference: optional reference policy (a causal LM with the policy's tokenizer, on
+            the policy's device: ``.to`` does not move it); default: the adapter turned
+            off, or a frozen copy of ``policy`` as it is now.
     """
 
+    _reference: PreTrainedModel | PeftModel | None
+
     def __init__(
-        self, policy: PreTrainedModel | PeftModel, value_model: PreTrainedModel | None = None
+        self,
+        policy: PreTrainedModel | PeftModel,
+        value_model: PreTrainedModel | None = None,
+        reference: PreTrainedModel | None = None,
     ):
         super().__init__()
         self.policy = policy
@@ -91,12 +101,20 @@ class ActorCritic(nn.Module):
         # states.
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        self._reference: PreTrainedModel | None = None
-        if not isinstance(policy, PeftModel):
-            # Full fine-tuning needs a frozen copy; kept out of the module tree so that it
-            # is neither trained, nor wrapped by DDP, nor saved in checkpoints.
-            reference = copy.deepcopy(policy).eval().requires_grad_(False)
-            object.__setattr__(self, "_reference", reference)
+        if reference is not None:
+            check_same_tokenizer(
+                policy.config.get_text_config().vocab_size,
+                reference.config.get_text_config().vocab_size,
+                what="reference model",
+            )
+        elif not isinstance(policy, PeftModel):
+            # Full fine-tuning needs a frozen copy.
+            reference = copy.deepcopy(policy)
+        # Kept out of the module tree, so that it is neither trained, nor wrapped by DDP,
+        # nor saved in checkpoints.
+        if reference is not None:
+            reference.eval().requires_grad_(False)
+        object.__setattr__(self, "_reference", reference)
 
     @property
     def uses_lora(self) -> bool:
@@ -140,7 +158,7 @@ class ActorCritic(nn.Module):
 
     @contextlib.contextmanager
     def as_reference(self) -> Iterator[PreTrainedModel | PeftModel]:
-        """The frozen reference policy: the adapter disabled, or the kept copy."""
+        """The frozen reference policy: the one given, the adapter disabled, or the copy."""
         if self._reference is not None:
             yield self._reference
         else:
@@ -166,10 +184,10 @@ class ActorCritic(nn.Module):
             return selective_log_softmax(logits, input_ids[:, response_start:])
 
 
-def check_same_tokenizer(policy_vocab: int, value_vocab: int) -> None:
-    """A separate value model must read the policy's token ids."""
-    if policy_vocab != value_vocab:
+def check_same_tokenizer(policy_vocab: int, other_vocab: int, what: str = "value model") -> None:
+    """A separate value or reference model must read the policy's token ids."""
+    if policy_vocab != other_vocab:
         raise ConfigError(
-            f"the value model's vocabulary ({value_vocab}) differs from the policy's "
-            f"({policy_vocab}): use a value model with the policy's tokenizer"
+            f"the {what}'s vocabulary ({other_vocab}) differs from the policy's "
+            f"({policy_vocab}): use a {what} with the policy's tokenizer"
         )

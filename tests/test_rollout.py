@@ -338,6 +338,35 @@ def test_reference_is_the_policy_without_the_adapter(policy: tuple[ActorCritic, 
 # --- 2. single-turn layout -------------------------------------------------------------
 
 
+def test_a_given_reference_replaces_the_disabled_adapter(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    from rlm.models import build_tiny_model
+
+    policy, tokenizer = make_policy(tiny_model_path)  # adapter at zero: policy == its start
+    other, _ = load_causal_lm(str(build_tiny_model(tmp_path / "other", seed=1)))
+    model = ActorCritic(policy.policy, reference=other)
+    assert all(not p.requires_grad for p in other.parameters())
+    assert "other" not in dict(model.named_modules())  # neither trained nor checkpointed
+    torch.manual_seed(0)
+    episodes = collect(
+        model, tokenizer, make_envs("rlm/Sentiment-v0", 2), "plain", max_new_tokens=4
+    )
+    score_episodes(model, episodes, micro_batch_size=2, temperature=1.0)
+    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
+    gap = (episodes.logprobs - episodes.ref_logprobs)[episodes.action_mask.bool()].abs()
+    assert gap.max() > 1e-2  # scored by the other weights, not by the policy without adapter
+
+
+def test_a_reference_with_another_vocabulary_is_refused(tiny_model_path: Path) -> None:
+    policy, _ = make_policy(tiny_model_path)
+    small = AutoModelForCausalLM.from_config(
+        GPT2Config(vocab_size=1000, n_embd=16, n_layer=1, n_head=2)
+    )
+    with pytest.raises(ConfigError, match="reference model's vocabulary"):
+        ActorCritic(policy.policy, reference=small)
+
+
 def test_single_turn_layout(
     policy: tuple[ActorCritic, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
