@@ -3,6 +3,7 @@
     python scripts/compare_algorithms.py plan               # print the commands, run nothing
     python scripts/compare_algorithms.py run --seeds 1 2 3  # every algorithm x seed, then report
     python scripts/compare_algorithms.py run --algorithms grpo --seeds 4   # add to the folder
+    python scripts/compare_algorithms.py base-kl            # KL of every final policy to the base
     python scripts/compare_algorithms.py report             # table and figure from finished runs
     python scripts/compare_algorithms.py time               # CPU s per step of each script
     python scripts/compare_algorithms.py run --token-budget 9600 -- --threads 1  # flags for all
@@ -12,19 +13,25 @@ completions of at most ``--max-new-tokens`` tokens (PPO's defaults: 30 x 16 x 20
 9,600 generated tokens), or, with ``--token-budget N``, exactly the steps it takes each run
 to generate N tokens (algorithms whose completions are shorter then get more steps), on
 the default environment and model, evaluated on the same held-out prompts every
-``--eval-every`` steps. "sft_ppo" first trains
-experiments/sft_warm_start.py with the same seed, then PPO from its model; the SFT step
-generates nothing, so its budget of generated tokens is PPO's.
+``--eval-every`` steps. "sft_ppo" first trains experiments/sft_warm_start.py with the same
+seed, then PPO from its model; the SFT step generates nothing, so its budget of generated
+tokens is PPO's.
 
 Runs go one after the other (wall times are then comparable) into
 ``<output-dir>/<algorithm>/<run>``, and every command is appended to
-``<output-dir>/commands.jsonl``. ``report`` reads each run's ``summary.json`` and
-``metrics.jsonl`` and writes ``docs/algorithm_comparison.md`` (tables with bootstrap
-confidence intervals of the mean and the interquartile mean over seeds, the commands,
-seeds and wall times) and ``docs/algorithm_comparison.png`` (held-out reward and KL
-against generated tokens, one line per algorithm with a 95% band). ``time`` runs each
-script for ``--timing-steps`` steps at one thread, measures CPU seconds per step (robust
-to other processes on the machine) and estimates the CPU time of the whole comparison.
+``<output-dir>/commands.jsonl``. Each run's KL is to its own reference, which for sft_ppo
+is the SFT model; ``base-kl`` (also the last step of ``run``) therefore evaluates every
+final policy again with scripts/evaluate_run.py against ``--base-model``, into
+``<run>/eval_base.json``, which also checks that the recorded evaluation repeats.
+
+``report`` reads each run's ``summary.json``, ``metrics.jsonl`` and ``eval_base.json`` and
+writes ``docs/algorithm_comparison.md`` (tables with bootstrap confidence intervals of the
+mean and the interquartile mean over seeds; the commands, seeds and wall times; and
+``<output-dir>/notes.md``, if present, on how the runs were made) and
+``docs/algorithm_comparison.png`` (held-out reward and KL against generated tokens, one
+line per algorithm with a 95% band). ``time`` runs each script for ``--timing-steps``
+steps at one thread, measures CPU seconds per step (robust to other processes on the
+machine) and estimates the CPU time of the whole comparison.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ SCRIPTS = {
     "rloo": "experiments/rloo.py",
     "sft": "experiments/sft_warm_start.py",
 }
+BASE_EVAL = "eval_base.json"
+"""A run's final policy evaluated against the base model (scripts/evaluate_run.py)."""
 
 
 # --- running ------------------------------------------------------------------------------
@@ -118,6 +127,23 @@ def execute(command: list[str], log: Path) -> float:
     return elapsed
 
 
+def base_kl_command(run: Path, args: argparse.Namespace) -> list[str]:
+    """Evaluate ``run``'s final policy again, with the base model as the reference."""
+    return [
+        sys.executable, "scripts/evaluate_run.py", str(run), "--reference", args.base_model,
+        "--output", str(run / BASE_EVAL),
+    ]  # fmt: skip
+
+
+def evaluate_against_base(args: argparse.Namespace) -> None:
+    """``base_kl_command`` for every finished run of ``args.algorithms`` still without one."""
+    output = Path(args.output_dir)
+    for algorithm in args.algorithms:
+        for summary in sorted((output / algorithm).glob("*/summary.json")):
+            if not (summary.parent / BASE_EVAL).exists():
+                execute(base_kl_command(summary.parent, args), output / "commands.jsonl")
+
+
 def run_all(args: argparse.Namespace) -> None:
     """Every algorithm x seed, one after the other."""
     output = Path(args.output_dir)
@@ -155,6 +181,8 @@ class RunRecord:
     kl: list[float] = field(default_factory=list)
     extra_wall_time_s: float = 0.0
     """Time spent before the run that belongs to it (the SFT warm start of sft_ppo)."""
+    base: dict[str, Any] | None = None
+    """The final policy evaluated against the base model (``BASE_EVAL``), if done."""
 
     @property
     def wall_time_s(self) -> float:
@@ -167,6 +195,8 @@ def read_run(algorithm: str, run: Path) -> RunRecord:
     record = RunRecord(
         algorithm, -1 if seed is None else seed, run, json.loads((run / "summary.json").read_text())
     )
+    if (run / BASE_EVAL).exists():
+        record.base = json.loads((run / BASE_EVAL).read_text())
     for line in (run / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
         if "eval/reward_mean" in row:
@@ -203,14 +233,30 @@ def _fmt(interval: Interval, signed: bool = True) -> str:
     return interval.format(3 if signed else 2, signed=signed)
 
 
+def separator(header: str) -> str:
+    """The markdown line under ``header``."""
+    return "|" + " --- |" * (header.count("|") - 1)
+
+
+def has_base_kl(records: dict[str, list[RunRecord]]) -> bool:
+    return all(r.base is not None for runs in records.values() for r in runs)
+
+
 def aggregate_table(records: dict[str, list[RunRecord]]) -> tuple[str, dict[str, dict]]:
-    """The markdown table over seeds, and the statistics behind it."""
-    lines = [
+    """The markdown table over seeds, and the statistics behind it.
+
+    The KL to the base model is a column when every run has been evaluated against it.
+    """
+    base = has_base_kl(records)
+    header = (
         "| algorithm | seeds | held-out reward after, mean [95% CI] | IQM [95% CI] "
-        "| gain over before (mean) | KL after (nats), mean [95% CI] | KL IQM [95% CI] "
-        "| generated tokens (mean) | wall time s (mean) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+        "| gain over before (mean) | KL to reference after (nats), mean [95% CI] "
+        "| KL IQM [95% CI] |"
+    )
+    if base:
+        header += " KL to base model after, mean [95% CI] |"
+    header += " generated tokens (mean) | wall time s (mean) |"
+    lines = [header, separator(header)]
     stats: dict[str, dict] = {}
     for algorithm, runs in records.items():
         after = [float(r.summary["eval_reward_after"]) for r in runs]
@@ -221,30 +267,56 @@ def aggregate_table(records: dict[str, list[RunRecord]]) -> tuple[str, dict[str,
         gain = float(np.mean(after) - np.mean(before))
         tokens = float(np.mean([r.summary["generated_tokens"] for r in runs]))
         wall = float(np.mean([r.wall_time_s for r in runs]))
-        lines.append(
+        row = (
             f"| {LABELS.get(algorithm, algorithm)} | {len(runs)} | {_fmt(reward_stats['mean'])} "
             f"| {_fmt(reward_stats['iqm'])} | {gain:+.3f} | {_fmt(kl_stats['mean'], False)} "
-            f"| {_fmt(kl_stats['iqm'], False)} | {tokens:,.0f} | {wall:,.0f} |"
+            f"| {_fmt(kl_stats['iqm'], False)} |"
         )
+        if base:
+            stats[algorithm]["base_kl"] = summarize(
+                [float(r.base["eval/kl"]) for r in runs if r.base]
+            )
+            row += f" {_fmt(stats[algorithm]['base_kl']['mean'], False)} |"
+        lines.append(row + f" {tokens:,.0f} | {wall:,.0f} |")
     return "\n".join(lines), stats
 
 
 def runs_table(records: dict[str, list[RunRecord]]) -> str:
-    """One row per run."""
-    lines = [
-        "| algorithm | seed | reward before | reward after | KL after | tokens | wall time s "
-        "| run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    """One row per run; "re-evaluated" is the final policy's reward in ``BASE_EVAL``."""
+    header = (
+        "| algorithm | seed | reward before | reward after | re-evaluated | KL to reference "
+        "| KL to base | tokens | wall time s | run |"
+    )
+    lines = [header, separator(header)]
     for algorithm, runs in records.items():
         for r in sorted(runs, key=lambda r: r.seed):
             s = r.summary
+            again = "" if r.base is None else f"{r.base['eval/reward_mean']:+.3f}"
+            base_kl = "" if r.base is None else f"{r.base['eval/kl']:.2f}"
             lines.append(
                 f"| {LABELS.get(algorithm, algorithm)} | {r.seed} | {s['eval_reward_before']:+.3f} "
-                f"| {s['eval_reward_after']:+.3f} | {s['eval_kl_after']:.2f} "
-                f"| {int(s['generated_tokens']):,} | {r.wall_time_s:,.0f} | `{r.path.name}` |"
+                f"| {s['eval_reward_after']:+.3f} | {again} | {s['eval_kl_after']:.2f} "
+                f"| {base_kl} | {int(s['generated_tokens']):,} | {r.wall_time_s:,.0f} "
+                f"| `{r.path.name}` |"
             )
     return "\n".join(lines)
+
+
+def reproduction(records: dict[str, list[RunRecord]]) -> str:
+    """How closely evaluating each final policy again repeated the run's own evaluation."""
+    pairs = [
+        (float(r.summary["eval_reward_after"]), float(r.base["eval/reward_mean"]))
+        for runs in records.values() for r in runs if r.base is not None
+    ]  # fmt: skip
+    if not pairs:
+        return "No run has been evaluated against the base model (`base-kl`) yet."
+    gap = max(abs(a - b) for a, b in pairs)
+    policies = "policy" if len(pairs) == 1 else "policies"
+    return (
+        f"Evaluating {len(pairs)} final {policies} again (scripts/evaluate_run.py, same "
+        f"prompts, seed and sampling) gave held-out rewards within {gap:.1e} of the recorded "
+        "ones."
+    )
 
 
 def reading(stats: dict[str, dict]) -> str:
@@ -285,7 +357,7 @@ def figure(records: dict[str, list[RunRecord]], path: Path) -> None:
             )
             ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
     axes[0].set_ylabel("held-out reward (mean VADER score)")
-    axes[1].set_ylabel("KL to reference (nats per completion)")
+    axes[1].set_ylabel("KL to the run's reference (nats per completion)")
     for ax in axes:
         ax.set_xlabel("generated tokens (policy, training)")
         ax.grid(alpha=0.3)
@@ -297,8 +369,22 @@ def figure(records: dict[str, list[RunRecord]], path: Path) -> None:
     plt.close(fig)
 
 
-def report(output_dir: Path, docs: Path) -> str:
-    """Write the markdown report and the figure; return the markdown."""
+def portable(command: str) -> str:
+    """A logged command as a reader types it: ``python`` and paths relative to the project."""
+    words = shlex.split(command)
+    if words and Path(words[0]).name.startswith("python"):
+        words[0] = "python"
+    return shlex.join(w.replace(f"{ROOT}/", "") for w in words)
+
+
+def report(output_dir: Path, docs: Path, notes: Path | None = None) -> str:
+    """Write the markdown report and the figure; return the markdown.
+
+    ``notes``: a markdown file included as it is (how and where the runs were made);
+    default: ``<output_dir>/notes.md`` if there is one.
+    """
+    if notes is None and (output_dir / "notes.md").exists():
+        notes = output_dir / "notes.md"
     records = collect(output_dir)
     if not records:
         raise SystemExit(f"no finished runs under {output_dir}/<algorithm>/")
@@ -313,11 +399,13 @@ def report(output_dir: Path, docs: Path) -> str:
         "# Algorithm comparison: PPO, GRPO, RLOO, SFT then PPO",
         "",
         "Written by `python scripts/compare_algorithms.py report` from the runs in "
-        f"`{output_dir}`. Held-out reward: mean reward over the evaluation prompts after "
-        "training; KL: sequence KL to the reference policy on those samples. Intervals: "
-        "95% percentile bootstrap over seeds (10,000 resamples, seed 0) of the mean and of "
-        "the interquartile mean (rlm/aggregate.py). With 3 seeds an interval is coarse: "
-        "read overlapping intervals as no evidence of a difference.",
+        f"`{portable(str(output_dir))}`. Held-out reward: mean reward over the evaluation "
+        "prompts after training. KL to reference: sequence KL, on those samples, to the "
+        "run's own reference policy, its starting model (for SFT then PPO, the SFT model). "
+        "KL to base model: the same, to the base model for every run (`base-kl`). "
+        "Intervals: 95% percentile bootstrap over seeds (10,000 resamples, seed 0) of the "
+        "mean and of the interquartile mean (rlm/aggregate.py). With 3 seeds an interval is "
+        "coarse: read overlapping intervals as no evidence of a difference.",
         "",
         f"Seeds: {', '.join(map(str, seeds))}. Total wall time: {total:,.0f} s.",
         "",
@@ -325,6 +413,9 @@ def report(output_dir: Path, docs: Path) -> str:
         "",
         reading(stats),
         "",
+        reproduction(records),
+        "",
+        *([notes.read_text().strip(), ""] if notes is not None else []),
         f"![held-out reward and KL against generated tokens]({figure_path.name})",
         "",
         "## Runs",
@@ -334,7 +425,7 @@ def report(output_dir: Path, docs: Path) -> str:
         "## Commands",
         "",
         "```",
-        *[f"{c['command']}    # {c['wall_time_s']} s" for c in commands],
+        *[f"{portable(c['command'])}    # {c['wall_time_s']} s" for c in commands],
         "```",
         "",
     ]
@@ -439,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_stamped(argv[1:])
         return 0
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("action", choices=["plan", "run", "report", "time"])
+    parser.add_argument("action", choices=["plan", "run", "base-kl", "report", "time"])
     parser.add_argument(
         "--timing-steps", type=int, default=5, help="time: steps of each short timing run"
     )
@@ -458,6 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wandb", default="offline", choices=["offline", "online", "disabled"])
     parser.add_argument("--output-dir", type=Path, default=ROOT / "runs" / "compare")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the report goes")
+    parser.add_argument(
+        "--base-model", default="default", help="base-kl: the reference every run is measured to"
+    )
+    parser.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="report: a markdown file to include (default: <output-dir>/notes.md if present)",
+    )
     # Flags after "--" go to every run (e.g. -- --threads 1), wherever the action stands.
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -474,7 +574,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.action == "run":
         run_all(args)
-    print(report(args.output_dir, args.docs))
+    if args.action in ("run", "base-kl"):
+        evaluate_against_base(args)
+    print(report(args.output_dir, args.docs, args.notes))
     return 0
 
 

@@ -98,7 +98,9 @@ def test_curves_on_a_grid_and_their_band():
     assert low[2] <= 1.5 <= high[2] and np.isnan(mean[3])
 
 
-def _fake_run(folder: Path, algorithm: str, seed: int, after: float, kl: float) -> None:
+def _fake_run(
+    folder: Path, algorithm: str, seed: int, after: float, kl: float, base_kl: float | None = None
+) -> None:
     run = folder / algorithm / f"rlm_Sentiment-v0__{algorithm}__{seed}__0"
     run.mkdir(parents=True)
     config = {"seed": seed} if algorithm in ("ppo", "sft_ppo", "sft") else {"run": {"seed": seed}}
@@ -111,6 +113,19 @@ def _fake_run(folder: Path, algorithm: str, seed: int, after: float, kl: float) 
     rows = [{"step": 0, "eval/reward_mean": 0.1, "eval/kl": 0.0}]
     rows += [{"step": 30, "perf/tokens": 9000 + seed, "eval/reward_mean": after, "eval/kl": kl}]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    if base_kl is not None:  # what `compare_algorithms.py base-kl` writes
+        again = {"eval/reward_mean": after + 0.001 * seed, "eval/kl": base_kl}
+        (run / "eval_base.json").write_text(json.dumps(again))
+
+
+def _report(runs: Path, docs: Path) -> str:
+    script = ROOT / "scripts" / "compare_algorithms.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "report", "--output-dir", str(runs), "--docs", str(docs)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return (docs / "algorithm_comparison.md").read_text()
 
 
 def test_report_from_run_folders(tmp_path):
@@ -123,14 +138,10 @@ def test_report_from_run_folders(tmp_path):
     (runs / "commands.jsonl").write_text(
         json.dumps({"command": "python experiments/grpo.py --seed 1", "wall_time_s": 12.5}) + "\n"
     )
+    (runs / "notes.md").write_text("Two streams in parallel on a 2-core machine.\n")
     docs = tmp_path / "docs"
-    script = ROOT / "scripts" / "compare_algorithms.py"
-    result = subprocess.run(
-        [sys.executable, str(script), "report", "--output-dir", str(runs), "--docs", str(docs)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    text = (docs / "algorithm_comparison.md").read_text()
+    text = _report(runs, docs)
+    assert "Two streams in parallel on a 2-core machine." in text
     assert (docs / "algorithm_comparison.png").stat().st_size > 1000
     # PPO's rewards 0.4, 0.5, 0.6: mean and IQM 0.5; the SFT runs' time counts for sft_ppo.
     ppo_row = next(line for line in text.splitlines() if line.startswith("| PPO (rlm) | 3 |"))
@@ -139,3 +150,29 @@ def test_report_from_run_folders(tmp_path):
     assert sft_row.endswith("| 400 |")  # mean of (100 + 100), (200 + 200), (300 + 300)
     assert "Highest mean held-out reward: SFT, then PPO; lowest: GRPO (TRL)." in text
     assert "python experiments/grpo.py --seed 1    # 12.5 s" in text
+
+
+def test_report_adds_the_kl_to_the_base_model_once_every_run_has_it(tmp_path):
+    runs = tmp_path / "compare"
+    for seed in (1, 2, 3):
+        _fake_run(runs, "ppo", seed, 0.5, 10.0, base_kl=10.0)
+        _fake_run(runs, "sft_ppo", seed, 0.6, 8.0, base_kl=20.0 + seed)
+    text = _report(runs, tmp_path / "docs")
+    assert "KL to base model after" in text
+    sft_row = next(line for line in text.splitlines() if line.startswith("| SFT, then PPO | 3 |"))
+    assert "| 22.00 [" in sft_row  # mean of 21, 22, 23; the KL to its own reference is 8
+    assert "| 8.00 [" in sft_row
+    # Re-evaluated rewards differ from the recorded ones by 0.001 x seed: at most 0.003.
+    assert "gave held-out rewards within 3.0e-03 of the recorded ones" in text
+    table = [x for x in text.splitlines() if x.startswith("| algorithm |")][0]
+    separator = text.splitlines()[text.splitlines().index(table) + 1]
+    assert separator.count("---") == table.count("|") - 1
+
+
+def test_report_leaves_the_column_out_while_a_run_lacks_it(tmp_path):
+    runs = tmp_path / "compare"
+    _fake_run(runs, "ppo", 1, 0.5, 10.0, base_kl=10.0)
+    _fake_run(runs, "ppo", 2, 0.5, 10.0)
+    text = _report(runs, tmp_path / "docs")
+    assert "KL to base model after" not in text
+    assert "Evaluating 1 final policy again" in text
