@@ -27,8 +27,6 @@ from rlm.models import load_causal_lm
 from rlm.policy import ActorCritic
 from rlm.rollout import GenerationSettings, make_prompt_format, resolve_prompt_format
 
-"""Environments whose prompt is text to continue rather than an instruction."""
-
 
 @dataclass
 class Config:
