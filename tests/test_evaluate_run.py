@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.run_python import run_python
 from tests.test_experiment_ppo import run_tiny
 from tests.test_experiment_trl import TINY_FLAGS as TRL_FLAGS
 from tests.test_experiment_trl import only_run
@@ -79,9 +78,7 @@ def test_a_grpo_run_evaluated_again_repeats_its_final_evaluation(tiny_model_path
 
 
 def test_a_folder_that_is_not_a_finished_run_fails_in_one_line(tmp_path):
-    command = [sys.executable, str(ROOT / "scripts" / "evaluate_run.py"), str(tmp_path)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    result = run_python(ROOT / "scripts" / "evaluate_run.py", [str(tmp_path)], timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "not a finished run folder" in result.stderr

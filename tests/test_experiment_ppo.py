@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from tests.run_python import run_python
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "ppo_sentiment.py"
 TINY_FLAGS = [
@@ -28,19 +30,7 @@ TINY_FLAGS = [
 
 
 def run_script(args: list[str], *, launcher: list[str] | None = None, timeout: int = 300):
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "WANDB_SILENT": "true",
-    }
-    env.pop("WANDB_API_KEY", None)
-    command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
-    return subprocess.run(
-        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+    return run_python(SCRIPT, args, launcher=launcher, timeout=timeout)
 
 
 def run_tiny(model: Path, output_dir: Path, *flags: str, wandb: str = "disabled", **kwargs):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ from types import ModuleType
 
 import pytest
 from safetensors.torch import load_file
+
+from tests.run_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FLAGS = [
@@ -29,19 +30,7 @@ TINY_FLAGS = [
 
 
 def run_script(name: str, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "WANDB_SILENT": "true",
-    }
-    env.pop("WANDB_API_KEY", None)
-    command = [sys.executable, str(ROOT / "experiments" / name), *args]
-    return subprocess.run(
-        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+    return run_python(ROOT / "experiments" / name, args, timeout=timeout)
 
 
 def only_run(output_dir: Path) -> Path:
