@@ -330,36 +330,49 @@ def reading(stats: dict[str, dict]) -> str:
     if min(stats[a]["seeds"] for a in order) < 2:
         lines.append("- One seed for some algorithm: no interval to compare; run more seeds.")
         return "\n".join(lines)
-    for a in order[1:]:
-        x, y = stats[best]["reward"]["mean"], stats[a]["reward"]["mean"]
-        overlap = x.low <= y.high and y.low <= x.high
-        verb = "overlap" if overlap else "do not overlap"
-        lines.append(f"- {name[best]} vs {name[a]}: the 95% intervals of the mean {verb}.")
+    for i, a in enumerate(order):  # every pair, the higher mean first
+        for b in order[i + 1 :]:
+            x, y = stats[a]["reward"]["mean"], stats[b]["reward"]["mean"]
+            overlap = x.low <= y.high and y.low <= x.high
+            verb = "overlap" if overlap else "do not overlap"
+            lines.append(f"- {name[a]} vs {name[b]}: the 95% intervals of the mean {verb}.")
     return "\n".join(lines)
 
 
 def figure(records: dict[str, list[RunRecord]], path: Path) -> None:
-    """Held-out reward and KL against generated tokens, mean over seeds with a 95% band."""
+    """Held-out reward and KL against generated tokens, mean over seeds with a 95% band;
+    with the KL to the base model of every run, a third panel: each run's final reward
+    against that KL (what each algorithm paid for its reward)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    base = has_base_kl(records)
+    fig, axes = plt.subplots(1, 3 if base else 2, figsize=(16 if base else 11, 4))
     for algorithm, runs in records.items():
         end = min(max(r.tokens) for r in runs)
         grid = np.linspace(0, end, 40)
-        for ax, key in zip(axes, ("reward", "kl"), strict=True):
+        for ax, key in zip(axes[:2], ("reward", "kl"), strict=True):
             curves = [(r.tokens, getattr(r, key)) for r in runs]
             mean, low, high = band(curves_on_grid(curves, grid))
             (line,) = ax.plot(
                 grid, mean, label=f"{LABELS.get(algorithm, algorithm)} (n={len(runs)})"
             )
             ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
+        if base:
+            kl = [float(r.base["eval/kl"]) for r in runs if r.base]
+            after = [float(r.summary["eval_reward_after"]) for r in runs]
+            axes[2].scatter(kl, after, color=line.get_color(), label=LABELS.get(algorithm))
     axes[0].set_ylabel("held-out reward (mean VADER score)")
     axes[1].set_ylabel("KL to the run's reference (nats per completion)")
-    for ax in axes:
+    for ax in axes[:2]:
         ax.set_xlabel("generated tokens (policy, training)")
+    if base:
+        axes[2].set_xlabel("KL to the base model after training (nats per completion)")
+        axes[2].set_ylabel("held-out reward after training")
+        axes[2].set_title("one point per run", fontsize=10)
+    for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle("Mean over seeds, 95% bootstrap band")
@@ -407,7 +420,9 @@ def report(output_dir: Path, docs: Path, notes: Path | None = None) -> str:
         "mean and of the interquartile mean (rlm/aggregate.py). With 3 seeds an interval is "
         "coarse: read overlapping intervals as no evidence of a difference.",
         "",
-        f"Seeds: {', '.join(map(str, seeds))}. Total wall time: {total:,.0f} s.",
+        f"Seeds: {', '.join(map(str, seeds))}. Total wall time: {total:,.0f} s. The gain is "
+        "over the run's own start (for SFT then PPO, the SFT model); wall times of SFT then "
+        "PPO include the SFT run.",
         "",
         table,
         "",
@@ -415,9 +430,9 @@ def report(output_dir: Path, docs: Path, notes: Path | None = None) -> str:
         "",
         reproduction(records),
         "",
-        *([notes.read_text().strip(), ""] if notes is not None else []),
         f"![held-out reward and KL against generated tokens]({figure_path.name})",
         "",
+        *([notes.read_text().strip(), ""] if notes is not None else []),
         "## Runs",
         "",
         runs_table(records),

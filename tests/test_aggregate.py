@@ -159,6 +159,7 @@ def test_report_adds_the_kl_to_the_base_model_once_every_run_has_it(tmp_path):
         _fake_run(runs, "sft_ppo", seed, 0.6, 8.0, base_kl=20.0 + seed)
     text = _report(runs, tmp_path / "docs")
     assert "KL to base model after" in text
+    assert (tmp_path / "docs" / "algorithm_comparison.png").stat().st_size > 1000  # 3 panels
     sft_row = next(line for line in text.splitlines() if line.startswith("| SFT, then PPO | 3 |"))
     assert "| 22.00 [" in sft_row  # mean of 21, 22, 23; the KL to its own reference is 8
     assert "| 8.00 [" in sft_row
