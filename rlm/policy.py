@@ -50,10 +50,17 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
         target_modules=settings.target_modules,
         task_type="CAUSAL_LM",
     )
-    with warnings.catch_warnings():
-        # peft asks transformers a deprecated question on every wrap; nothing for users to do.
-        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+    with peft_quietly():
         return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Silence the deprecation warning peft triggers in transformers on every wrap or load:
+    there is nothing for users to do about it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+        yield
 
 
 def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -27,6 +26,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from rlm.checkpoint import list_checkpoints
 from rlm.errors import ConfigError
 from rlm.models import load_tokenizer, resolve_model_path
+from rlm.policy import peft_quietly
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,7 @@ class SavedRun:
         tokenizer = load_tokenizer(start)
         if (self.policy_dir / "adapter_config.json").exists():
             base = AutoModelForCausalLM.from_pretrained(start, dtype=dtype)
-            with warnings.catch_warnings():
-                # peft asks transformers a deprecated question; nothing for users to do.
-                warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+            with peft_quietly():
                 return PeftModel.from_pretrained(base, str(self.policy_dir)), tokenizer
         return AutoModelForCausalLM.from_pretrained(str(self.policy_dir), dtype=dtype), tokenizer
 

@@ -120,7 +120,10 @@ def build_transformer_classifier(
         lora = LoraConfig(
             task_type=TaskType.SEQ_CLS, r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.05
         )
-        model = get_peft_model(model, lora)
+        from rlm.policy import peft_quietly
+
+        with peft_quietly():
+            model = get_peft_model(model, lora)
     return model, tokenizer
 
 
