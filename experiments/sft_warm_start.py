@@ -31,19 +31,17 @@ from rlm.env import TextEnv, check_env_id
 from rlm.errors import ConfigError
 from rlm.models import resolve_model_path
 from rlm.rollout import make_prompt_format
+from rlm.run import RunDir
 from rlm.scripting import run_cli
 from rlm.trl_adapters import TokenCounter
 from rlm.trl_experiment import (
-    Evaluator,
-    RunCallback,
     TRLSettings,
     actor_critic_of,
     common_trainer_arguments,
-    finish_run,
     load_policy,
     lora_config,
     resolve_dtype,
-    start_run,
+    train_and_report,
     trainer_output_dir,
     training_env,
 )
@@ -184,32 +182,24 @@ def main(config: Config) -> dict:
     )  # fmt: skip
     policy = actor_critic_of(trainer)  # reference = the starting model (adapter off)
 
-    # --- evaluation before training, run folder, logging
-    prompt_format = make_prompt_format(config.prompt_format, tokenizer)
-    evaluator = Evaluator.for_settings(settings, policy, tokenizer, prompt_format)
-    run_dir, tracker, before = start_run(settings, config, evaluator)
-    callback = RunCallback(
-        tracker, evaluator, TokenCounter(), eval_every=config.eval_every,
-        samples_logged=config.samples_logged, desc="SFT",
-    )  # fmt: skip
-    callback.replace_progress_bar(trainer)
+    # --- evaluation before training, run folder, logging, training; then the merged model
+    # where the RL scripts' --model can read it
+    model_dirs: list[Path] = []
 
-    # --- training, then the merged model where the RL scripts' --model can read it
-    try:
-        trainer.train()
-    except BaseException as exc:
-        tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    model_dir = run_dir.path / "model"
-    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    merged.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    run_dir.update_meta(model_dir=str(model_dir), demonstrations=len(dataset))
-    summary = finish_run(
-        run_dir, tracker, algorithm="sft", before=before, callback=callback,
-        steps=trainer.state.global_step, wall_start=wall_start, trainer_dir=scratch,
+    def save_merged_model(run_dir: RunDir) -> None:
+        model_dir = run_dir.path / "model"
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        run_dir.update_meta(model_dir=str(model_dir), demonstrations=len(dataset))
+        model_dirs.append(model_dir)
+
+    summary = train_and_report(
+        trainer, settings, config, policy, tokenizer,
+        make_prompt_format(config.prompt_format, tokenizer), TokenCounter(),
+        algorithm="sft", wall_start=wall_start, save=save_merged_model,
     )  # fmt: skip
-    print(f"start RL from it: python experiments/grpo.py --model {model_dir}")
+    print(f"start RL from it: python experiments/grpo.py --model {model_dirs[0]}")
     return summary
 
 

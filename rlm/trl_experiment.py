@@ -25,6 +25,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -546,9 +547,14 @@ def train_and_report(
     *,
     algorithm: str,
     wall_start: float,
+    save: Callable[[RunDir], None] | None = None,
 ) -> dict[str, Any]:
     """What every TRL script does once its trainer is built: evaluate before training,
-    open the run folder, train with the run's callback, save the policy, write the summary."""
+    open the run folder, train with the run's callback, save the policy, write the summary.
+
+    ``save`` writes the trained model into the run folder; by default the trainer saves
+    the policy (the adapter, with LoRA) in ``policy/``.
+    """
     evaluator = Evaluator.for_settings(settings, policy, tokenizer, prompt_format)
     run_dir, tracker, before = start_run(settings, config, evaluator)
     callback = RunCallback(
@@ -562,7 +568,10 @@ def train_and_report(
     except BaseException as exc:
         tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    trainer.save_model(str(run_dir.path / "policy"))
+    if save is None:
+        trainer.save_model(str(run_dir.path / "policy"))
+    else:
+        save(run_dir)
     return finish_run(
         run_dir, tracker, algorithm=algorithm, before=before, callback=callback,
         steps=trainer.state.global_step, wall_start=wall_start,
