@@ -34,11 +34,10 @@ from rlm.reward_models.preference import (
     pairwise_accuracy,
     train_preference_model,
 )
+from rlm.reward_models.runs import reward_model_run, write_metrics
 from rlm.reward_models.transformer import resolve_trunk
-from rlm.run import RunDir
 from rlm.scorers.classifier import ClassifierReward
 from rlm.scripting import run_cli
-from rlm.tracking import Tracker
 from rlm.validation import check_ranges
 
 # Texts whose order a sentiment preference model should get right: a quick sanity check.
@@ -100,11 +99,7 @@ def main(config: Config) -> dict[str, Any]:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     resolve_trunk(config.trunk)  # a bad trunk fails now, before any folder is made
-    out = Path(str(config.output_dir))
-    run = RunDir.create(out.parent, out.name, config)
-    with Tracker(
-        run, project="rlm-reward-models", run_name=out.name, config=config, wandb=config.wandb
-    ) as tracker:
+    with reward_model_run(str(config.output_dir), config, wandb=config.wandb) as (run, tracker):
         # --- pairs from disjoint splits of the cleaned tweets
         data, _ = load_labelled_tweets()
         splits = split_dataset(data, seed=config.seed)
@@ -156,7 +151,7 @@ def main(config: Config) -> dict[str, Any]:
             "model_dir": str(model_dir),
         }
         lines = [
-            f"# Preference reward model {out.name}\n",
+            f"# Preference reward model {run.path.name}\n",
             f"Pairwise accuracy on {len(eval_pairs)} held-out pairs: "
             f"{held_out['pairwise_accuracy']:.3f} (chance 0.5); mean margin "
             f"{held_out['mean_margin']:.3f}.\n",
@@ -164,8 +159,7 @@ def main(config: Config) -> dict[str, Any]:
             "| --- | --- | --- |",
             *[f"| {k} | {PROBES[k]} | {v:.3f} |" for k, v in probes.items()],
         ]
-        (run.path / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (run.path / "metrics.md").write_text("\n".join(lines) + "\n")
+        write_metrics(run, summary, "\n".join(lines) + "\n")
         print("\n".join(lines))
         tracker.log(
             {

@@ -19,7 +19,6 @@ matrix), ``config.json``, ``meta.json``, ``metrics.jsonl`` and TensorBoard event
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from rlm.reward_models.metrics import (
     majority_baseline,
     metrics_table,
 )
+from rlm.reward_models.runs import reward_model_run, write_metrics
 from rlm.reward_models.training import Encoder, TrainSettings, evaluate, fit
 from rlm.reward_models.transformer import (
     build_transformer_classifier,
@@ -51,9 +51,7 @@ from rlm.reward_models.transformer import (
     save_transformer_classifier,
     transformer_encoder,
 )
-from rlm.run import RunDir
 from rlm.scripting import run_cli
-from rlm.tracking import Tracker
 from rlm.validation import check_ranges
 
 # Learning rates that worked here when --lr is not given.
@@ -189,11 +187,7 @@ def main(config: Config) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if config.arch == "transformer":
         resolve_trunk(config.trunk)  # a bad trunk fails now, before any folder is made
-    out = Path(str(config.output_dir))
-    run = RunDir.create(out.parent, out.name, config)
-    with Tracker(
-        run, project="rlm-reward-models", run_name=out.name, config=config, wandb=config.wandb
-    ) as tracker:
+    with reward_model_run(str(config.output_dir), config, wandb=config.wandb) as (run, tracker):
         # --- data: clean, deduplicate, split stratified; report the balance
         data, cleaning = load_labelled_tweets()
         splits = split_dataset(data, seed=config.seed, cleaning=cleaning)
@@ -262,12 +256,13 @@ def main(config: Config) -> dict[str, Any]:
             "cleaning": dataclasses.asdict(cleaning),
             "model_dir": str(model_dir),
         }
-        (run.path / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (run.path / "metrics.md").write_text(
-            f"# Test-split metrics of {out.name}\n\n{table}\n\nConfusion matrix:\n\n"
+        write_metrics(
+            run,
+            summary,
+            f"# Test-split metrics of {run.path.name}\n\n{table}\n\nConfusion matrix:\n\n"
             f"{confusion}\n\nMajority-class baseline: accuracy {baseline['accuracy']:.3f}, "
             f"macro-F1 {baseline['macro']['f1']:.3f}\n\nClass balance:\n\n"
-            f"{class_balance_table(splits)}\n"
+            f"{class_balance_table(splits)}\n",
         )
         tracker.log(
             {**flat_metrics(test_metrics, "test"), "test/loss": test_loss}, step=result.steps
