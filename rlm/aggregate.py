@@ -1,19 +1,33 @@
 """Aggregating runs over seeds: bootstrap confidence intervals of the mean and the IQM.
 
+Built on ``rliable`` (Agarwal et al. 2021, "Deep RL at the edge of the statistical
+precipice"): its aggregate metrics (``rliable.metrics.aggregate_mean``,
+``aggregate_iqm``) and its stratified percentile bootstrap
+(``rliable.library.get_interval_estimates``). One task here, so the score matrix is
+``[runs, 1]`` and the stratified bootstrap is the plain bootstrap over runs.
+
 A handful of seeds per algorithm is what RL comparisons can afford, so point estimates
-come with percentile-bootstrap intervals (resampling runs with replacement, a seeded
-generator: the same inputs always give the same interval), for two statistics:
+come with percentile-bootstrap intervals (runs resampled with replacement; the same
+inputs and seed always give the same interval), for two statistics:
 
 - the mean;
-- the interquartile mean (IQM, Agarwal et al. 2021, "Deep RL at the edge of the
-  statistical precipice"): the mean of the middle half of the empirical distribution.
-  Samples straddling the 25th or 75th percentile count with the fraction of their
-  probability mass inside, so the IQM of 3 runs is ``(x1 + 4 x2 + x3) / 6`` (sorted)
-  rather than the plain mean that dropping whole samples (``scipy.stats.trim_mean``)
-  would give for fewer than 4 runs.
+- the interquartile mean (IQM) as rliable defines it, the 25% trimmed mean
+  ``scipy.stats.trim_mean(scores, proportiontocut=0.25)``: the ``int(n / 4)`` smallest
+  and the ``int(n / 4)`` largest of the ``n`` runs are dropped *whole* and the rest
+  averaged. For fewer than 4 runs nothing is dropped: **with 3 seeds the IQM equals the
+  mean** (``iqm([0, 0, 6]) == 2``). (Before rliable, this module weighted the samples
+  straddling the quartiles by their mass inside; that gave ``(x1 + 4 x2 + x3) / 6`` for
+  3 runs. That definition is gone.)
+
+rliable 1.2.0 resamples with NumPy's *global* generator (``np.random.choice`` in
+``StratifiedBootstrap.update_indices``) and ignores the ``random_state`` it is given, so
+:func:`bootstrap_ci` and :func:`band` seed that global generator with ``seed`` for the
+call and put its previous state back afterwards (not thread-safe). rliable is imported
+when first needed: ``import rliable.library`` takes 1 to 2 s (arch, statsmodels).
 
 Learning curves logged at different x values (generated tokens, say) are put on one grid
-by linear interpolation (:func:`curves_on_grid`) and banded point by point (:func:`band`).
+by linear interpolation (:func:`curves_on_grid`, rliable has no such function) and banded
+point by point (:func:`band`).
 
 Example:
     >>> iqm([1.0, 2.0, 3.0, 4.0])
@@ -34,6 +48,10 @@ from numpy.typing import ArrayLike, NDArray
 Statistic = Callable[..., NDArray[np.float64] | np.floating | float]
 """A statistic over the last axis: ``statistic(values, axis=-1)``, like ``np.mean``."""
 
+Aggregate = Callable[[NDArray[np.float64]], NDArray[np.float64] | np.floating | float]
+"""An rliable aggregate function: a score matrix ``[runs, tasks, ...]`` to a scalar or 1-D
+array."""
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -50,26 +68,74 @@ class Interval:
         return f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
 
-def _iqm_weights(n: int) -> NDArray[np.float64]:
-    """Weight of each sorted sample in the IQM: its mass inside [0.25, 0.75], over 0.5."""
-    edges = np.arange(n + 1) / n
-    inside = np.clip(np.minimum(edges[1:], 0.75) - np.maximum(edges[:-1], 0.25), 0.0, None)
-    return inside / 0.5
-
-
 def iqm(values: ArrayLike, axis: int = -1) -> NDArray[np.float64] | float:
-    """Interquartile mean along ``axis``: the mean of the middle 50% of the distribution.
+    """Interquartile mean along ``axis``: ``rliable.metrics.aggregate_iqm`` of each slice.
+
+    That is the 25% trimmed mean: ``int(n / 4)`` samples dropped at each end, the rest
+    averaged, so for ``n < 4`` the plain mean.
 
     Example:
-        >>> iqm([1.0, 2.0, 3.0])  # (1 + 4*2 + 3) / 6
+        >>> iqm([1.0, 2.0, 3.0, 4.0, 100.0])  # drops 1 and 100: (2 + 3 + 4) / 3
+        3.0
+        >>> iqm([0.0, 0.0, 6.0])  # 3 samples: nothing dropped, the mean
         2.0
-        >>> round(iqm([0.0, 0.0, 6.0]), 12)
-        1.0
     """
-    array = np.sort(np.asarray(values, dtype=np.float64), axis=axis)
-    array = np.moveaxis(array, axis, -1)
-    result = array @ _iqm_weights(array.shape[-1])
-    return float(result) if np.ndim(result) == 0 else result
+    from rliable import metrics
+
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim <= 1:
+        return float(metrics.aggregate_iqm(array))
+    return np.apply_along_axis(metrics.aggregate_iqm, axis, array).astype(np.float64)
+
+
+def _aggregate(statistic: Statistic) -> Aggregate:
+    """The rliable aggregate over a ``[runs, 1]`` matrix that computes ``statistic``."""
+    from rliable import metrics
+
+    if statistic is np.mean:
+        return metrics.aggregate_mean
+    if statistic is iqm:
+        return metrics.aggregate_iqm
+
+    def aggregate(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(statistic(scores.T, axis=-1), dtype=np.float64).ravel()
+
+    return aggregate
+
+
+def _interval_estimates(
+    scores: NDArray[np.float64], func: Aggregate, *, confidence: float, reps: int, seed: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """rliable's percentile-bootstrap point estimates ``[k]`` and intervals ``[2, k]``.
+
+    rliable draws from NumPy's global generator whatever ``random_state`` says: seed it
+    for the call, and give the caller back the state it had.
+    """
+    from rliable import library
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        points, intervals = library.get_interval_estimates(
+            {"runs": scores},
+            func,
+            method="percentile",
+            reps=reps,
+            confidence_interval_size=confidence,
+        )
+    finally:
+        np.random.set_state(state)
+    point = np.asarray(points["runs"], dtype=np.float64).reshape(-1)
+    return point, np.asarray(intervals["runs"], dtype=np.float64).reshape(2, -1)
+
+
+def _check(data: NDArray[np.float64], confidence: float) -> None:
+    if data.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if np.isnan(data).any():
+        raise ValueError("bootstrap_ci got NaN: drop runs that did not finish first")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
 def bootstrap_ci(
@@ -81,6 +147,10 @@ def bootstrap_ci(
     seed: int = 0,
 ) -> Interval:
     """Percentile-bootstrap interval of ``statistic`` over ``values`` (one value per run).
+
+    ``rliable.library.get_interval_estimates`` on the ``[runs, 1]`` score matrix, with
+    ``rliable.metrics.aggregate_mean`` for ``np.mean``, ``aggregate_iqm`` for :func:`iqm`,
+    and any other statistic applied to the runs of each resample.
 
     Args:
         values: one number per run (seed).
@@ -97,33 +167,39 @@ def bootstrap_ci(
         '+0.50 [+0.00, +1.00]'
     """
     data = np.asarray(values, dtype=np.float64).ravel()
-    if data.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
-    if np.isnan(data).any():
-        raise ValueError("bootstrap_ci got NaN: drop runs that did not finish first")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    samples = data[rng.integers(0, data.size, size=(resamples, data.size))]
-    stats = np.asarray(statistic(samples, axis=-1), dtype=np.float64)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    estimate = float(np.asarray(statistic(data[None, :], axis=-1)).ravel()[0])
-    return Interval(estimate, float(low), float(high), confidence)
+    _check(data, confidence)
+    point, interval = _interval_estimates(
+        data[:, None], _aggregate(statistic), confidence=confidence, reps=resamples, seed=seed
+    )
+    return Interval(float(point[0]), float(interval[0, 0]), float(interval[1, 0]), confidence)
 
 
 def summarize(values: Sequence[float], *, seed: int = 0, confidence: float = 0.95) -> dict:
-    """Mean and IQM of ``values``, each with its bootstrap interval.
+    """Mean and IQM of ``values``, each with its bootstrap interval (10,000 resamples).
+
+    One bootstrap for both: the resamples depend only on ``seed`` and the number of runs,
+    so each interval is the one :func:`bootstrap_ci` gives with the same seed.
 
     Example:
         >>> sorted(summarize([0.2, 0.4, 0.3]))
         ['iqm', 'mean', 'n']
     """
-    return {
-        "n": len(values),
-        "mean": bootstrap_ci(values, np.mean, seed=seed, confidence=confidence),
-        "iqm": bootstrap_ci(values, iqm, seed=seed, confidence=confidence),
-    }
+    from rliable import metrics
+
+    data = np.asarray(values, dtype=np.float64).ravel()
+    _check(data, confidence)
+
+    def both(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.array([metrics.aggregate_mean(scores), metrics.aggregate_iqm(scores)])
+
+    point, interval = _interval_estimates(
+        data[:, None], both, confidence=confidence, reps=10_000, seed=seed
+    )
+    mean, iqm_ = (
+        Interval(float(point[k]), float(interval[0, k]), float(interval[1, k]), confidence)
+        for k in range(2)
+    )
+    return {"n": len(values), "mean": mean, "iqm": iqm_}
 
 
 def curves_on_grid(
@@ -154,16 +230,28 @@ def band(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Mean and bootstrap interval across runs at each grid point of ``[runs, points]``.
 
-    Points where some run has no value (NaN) are NaN in all three outputs.
+    One ``get_interval_estimates`` call over the ``[runs, 1, points]`` scores (rliable's
+    layout for scores along training) with ``aggregate_mean`` at each point; the runs are
+    resampled independently at each point. Points where some run has no value (NaN) are
+    NaN in all three outputs.
     """
+    from rliable import metrics
+
+    values = np.asarray(values, dtype=np.float64)
     mean = np.full(values.shape[1], np.nan)
     low, high = mean.copy(), mean.copy()
-    for j in range(values.shape[1]):
-        column = values[:, j]
-        if np.isnan(column).any():
-            continue
-        interval = bootstrap_ci(
-            column, np.mean, confidence=confidence, resamples=resamples, seed=seed
-        )
-        mean[j], low[j], high[j] = interval.estimate, interval.low, interval.high
+    complete = ~np.isnan(values).any(axis=0)
+    if not complete.any():
+        return mean, low, high
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    scores = values[:, None, complete]
+
+    def per_point(s: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.array([metrics.aggregate_mean(s[..., j]) for j in range(s.shape[-1])])
+
+    point, interval = _interval_estimates(
+        scores, per_point, confidence=confidence, reps=resamples, seed=seed
+    )
+    mean[complete], low[complete], high[complete] = point, interval[0], interval[1]
     return mean, low, high
