@@ -19,7 +19,7 @@ Vector forms: ``gymnasium.make_vec(id, num_envs=N)`` builds a :class:`TextVector
 process, one batched reward call a step); ``vectorization_mode="async"`` runs each env in
 its own subprocess (Gymnasium's ``AsyncVectorEnv``), for rewards that are CPU-heavy Python.
 Text observations cross processes through shared memory that holds any string (see
-:class:`SharedTexts`).
+:class:`rlm.spaces.SharedTexts`).
 
 Example:
     >>> def reward(prompts, completions, **info):
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -46,12 +45,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import (
-    batch_space,
-    create_shared_memory,
-    read_from_shared_memory,
-    write_to_shared_memory,
-)
+from gymnasium.vector.utils import batch_space
 
 from rlm.errors import ConfigError, UnknownEnvironmentError
 from rlm.rewards import RewardFunction, check_rewards, reward_components
@@ -370,71 +364,6 @@ class TextVectorEnv(VectorEnv):
             env.close()
 
 
-# --- shared memory for text, used by AsyncVectorEnv ------------------------------------
-# AsyncVectorEnv reads its observations once, at construction, from shared memory, and
-# relies on the result being a live view (a NumPy array over the buffer). Gymnasium's Text
-# handlers return a snapshot tuple of charset characters instead, so text observations
-# arrive as blanks. These handlers store any string (slot 0 the length, then one code point
-# a slot) and read it back through a live view that deep-copies to a tuple of strings.
-
-
-class SharedTexts(Sequence[str]):
-    """A live, read-only view of the texts in an AsyncVectorEnv's shared memory."""
-
-    def __init__(self, shared_memory: Any, n: int) -> None:
-        self._shared_memory = shared_memory
-        self._n = n
-
-    def _rows(self) -> np.ndarray:
-        return np.frombuffer(self._shared_memory.get_obj(), dtype=np.uint32).reshape(self._n, -1)
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, index: Any) -> Any:
-        texts = tuple(
-            row[1 : 1 + int(row[0])].tobytes().decode("utf-32-le", "surrogatepass")
-            for row in self._rows()
-        )
-        return texts[index]
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> tuple[str, ...]:
-        return tuple(self)
-
-    def __eq__(self, other: object) -> bool:
-        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
-@create_shared_memory.register(TextSpace)
-def _create_text_shared_memory(
-    space: TextSpace, n: int = 1, ctx: ModuleType = multiprocessing
-) -> Any:
-    return ctx.Array(np.dtype(np.uint32).char, n * (space.max_length + 1))
-
-
-@write_to_shared_memory.register(TextSpace)
-def _write_text_to_shared_memory(
-    space: TextSpace, index: int, values: str, shared_memory: Any
-) -> None:
-    size = space.max_length + 1
-    codes = np.frombuffer(values.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    if len(codes) > space.max_length:
-        raise ValueError(f"a text of {len(codes)} characters exceeds {space.max_length}")
-    row = np.frombuffer(shared_memory.get_obj(), dtype=np.uint32)[index * size : (index + 1) * size]
-    row[0] = len(codes)
-    row[1 : 1 + len(codes)] = codes
-
-
-@read_from_shared_memory.register(TextSpace)
-def _read_text_from_shared_memory(space: TextSpace, shared_memory: Any, n: int = 1) -> SharedTexts:
-    return SharedTexts(shared_memory, n)
-
-
 def register_text_env(
     env_id: str, entry_point: str, *, kwargs: Mapping[str, Any] | None = None, **extra: Any
 ) -> None:
@@ -464,6 +393,18 @@ def registered_text_env_ids(namespace: str = "rlm") -> list[str]:
     return sorted(i for i, spec in gym.registry.items() if spec.namespace == namespace)
 
 
+def import_from_cwd(module: str) -> ModuleType:
+    """Import ``module`` with the current directory searched too, as ``python -m`` would.
+
+    A script run by its path has only its own folder on the import path; this puts the
+    current directory there as well, so a user's ``my_envs.py`` or ``my_rewards.py`` next
+    to where they run the command can be named.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    return importlib.import_module(module)
+
+
 def check_env_id(env_id: str) -> str:
     """Return the registered id for ``env_id``, or raise :class:`UnknownEnvironmentError`.
 
@@ -474,10 +415,8 @@ def check_env_id(env_id: str) -> str:
     """
     if ":" in env_id:
         module, env_id = env_id.split(":", 1)
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.append(os.getcwd())
         try:
-            importlib.import_module(module)
+            import_from_cwd(module)
         except ImportError as exc:
             raise UnknownEnvironmentError(
                 f"could not import {module!r} to register {env_id!r}: {exc}"

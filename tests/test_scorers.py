@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -266,6 +269,161 @@ def test_make_reward_builds_scorers_and_composites():
 def test_make_reward_errors_say_what_to_do(spec, message):
     with pytest.raises((ConfigError, ModelNotFoundError), match=re.escape(message)):
         make_reward(spec)
+
+
+USER_REWARDS = """
+    THRESHOLD = 3
+
+
+    def brevity(prompts, completions, **info):
+        return [max(0.0, 1 - len(c.split()) / 4) for c in completions]
+
+
+    class Polite:
+        __name__ = "polite"
+
+        def __init__(self, word="please"):
+            self.word = word
+
+        def __call__(self, prompts, completions, **info):
+            return [float(self.word in c.lower()) for c in completions]
+
+
+    class NeedsArgs:
+        def __init__(self, target):
+            self.target = target
+
+        def __call__(self, prompts, completions, **info):
+            return [0.0] * len(completions)
+
+
+    class NotCallable:
+        pass
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Write modules into tmp_path and run from there, as a user with ``my_rewards.py`` would.
+
+    ``sys.path`` and ``sys.modules`` are restored afterwards, so nothing leaks between tests.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    written: list[str] = []
+
+    def write(name, source):
+        *packages, module = name.split(".")
+        folder = tmp_path.joinpath(*packages)
+        folder.mkdir(parents=True, exist_ok=True)
+        for depth in range(1, len(packages) + 1):
+            tmp_path.joinpath(*packages[:depth], "__init__.py").touch()
+        (folder / f"{module}.py").write_text(textwrap.dedent(source))
+        written.extend(".".join(name.split(".")[:depth]) for depth in range(1, len(packages) + 2))
+        importlib.invalidate_caches()
+        return tmp_path
+
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
+
+
+def test_module_attribute_names_a_function_found_from_the_current_directory(user_module):
+    user_module("my_rewards", USER_REWARDS)
+    reward = make_reward("my_rewards:brevity")
+    assert reward is sys.modules["my_rewards"].brevity
+    assert scores(reward, ["", "one two", "one two three four five"]) == [1.0, 0.5, 0.0]
+
+
+def test_module_attribute_naming_a_class_builds_an_instance(user_module, monkeypatch):
+    monkeypatch.syspath_prepend(str(user_module("my_pkg.scoring", USER_REWARDS)))
+    reward = make_reward("my_pkg.scoring:Polite")
+    assert isinstance(reward, sys.modules["my_pkg.scoring"].Polite)
+    assert reward.word == "please"
+    assert scores(reward, ["Please sit.", "Sit."]) == [1.0, 0.0]
+
+    def env_reward(prompts, completions, **info):
+        return [0.25] * len(completions)
+
+    with_env = make_reward("env + 2*my_pkg.scoring:Polite", env_reward)
+    assert [(name, weight) for name, weight, _ in with_env.parts] == [
+        ("env_reward", 1.0),
+        ("polite", 2.0),
+    ]
+    assert scores(with_env, ["Please sit.", "Sit."]) == [2.25, 0.25]
+
+
+def test_weighted_composite_with_a_module_term_is_the_weighted_sum(user_module, monkeypatch):
+    monkeypatch.syspath_prepend(str(user_module("my_rewards", USER_REWARDS)))
+    texts = [POSITIVE, NEGATIVE, "Fine.", ""]
+    vader = scores(VaderSentiment(), texts)
+    brevity = scores(importlib.import_module("my_rewards").brevity, texts)
+    assert len(set(brevity)) > 1 and len(set(vader)) > 1
+    reward = make_reward("0.5*vader + 0.5*my_rewards:brevity")
+    assert isinstance(reward, Composite)
+    assert [(name, weight) for name, weight, _ in reward.parts] == [
+        ("vader", 0.5),
+        ("brevity", 0.5),
+    ]
+    assert scores(reward, texts) == [0.5 * v + 0.5 * b for v, b in zip(vader, brevity, strict=True)]
+    assert reward.last_components == {"vader": vader, "brevity": brevity}
+
+
+@pytest.mark.parametrize(
+    ("spec", "parts"),
+    [
+        ("my_rewards:brevity + vader", [("brevity", 1.0), ("vader", 1.0)]),
+        ("vader+my_rewards:brevity", [("vader", 1.0), ("brevity", 1.0)]),
+        ("my_rewards:brevity + -1*my_rewards:Polite", [("brevity", 1.0), ("polite", -1.0)]),
+        (r"regex:pattern=a+b + 2*my_rewards:brevity", [("regex", 1.0), ("brevity", 2.0)]),
+    ],
+)
+def test_a_module_term_is_a_term_of_its_own(user_module, spec, parts):
+    user_module("my_rewards", USER_REWARDS)
+    reward = make_reward(spec)
+    assert isinstance(reward, Composite)
+    assert [(name, weight) for name, weight, _ in reward.parts] == parts
+    if parts[0][0] == "regex":
+        assert reward.parts[0][2].pattern.pattern == "a+b"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            "no_such_rewards:brevity",
+            "reward 'no_such_rewards:brevity': no module named 'no_such_rewards'; run from the "
+            "folder that holds no_such_rewards.py, or put it on PYTHONPATH",
+        ),
+        ("my_rewards:brevty", "reward 'my_rewards:brevty': 'my_rewards' has no attribute 'brevty'"),
+        ("my_rewards:Polite.nope", "'my_rewards.Polite' has no attribute 'nope'"),
+        ("my_rewards:THRESHOLD", "'my_rewards:THRESHOLD' is not callable (found int 3)"),
+        ("0.5*vader + 0.5*my_rewards:THRESHOLD", "expected a batched reward"),
+        ("my_rewards:NotCallable", "instances of class NotCallable are not callable"),
+        ("my_rewards:NeedsArgs", "class NeedsArgs cannot be built with no arguments"),
+        (
+            "broken_rewards:brevity",
+            "importing module 'broken_rewards' failed: No module named 'not_installed_dependency'",
+        ),
+    ],
+)
+def test_module_term_errors_say_what_was_found_and_what_to_do(user_module, spec, message):
+    user_module("my_rewards", USER_REWARDS)
+    user_module("broken_rewards", "import not_installed_dependency\n")
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        make_reward(spec)
+    assert "\n" not in str(error.value)
+
+
+def test_scorer_options_are_not_mistaken_for_module_terms(similarity):
+    reward = make_reward("similarity:target=a warm thank-you note")
+    assert isinstance(reward, SemanticSimilarity) and reward.target == "a warm thank-you note"
+    assert make_reward("repetition:n=2").n == 2
+    rule = make_reward("regex:pattern=a+b")
+    assert isinstance(rule, RegexMatch) and rule.pattern.pattern == "a+b"
+    assert scores(rule, ["caab", "ab", "b"]) == [1.0, 1.0, 0.0]
+    with pytest.raises(ConfigError, match="is not key=value"):
+        make_reward("repetition:n")
 
 
 def test_environment_reports_composite_components_in_info():

@@ -9,14 +9,25 @@ This is what ``--reward`` and ``--heldout-reward`` in the experiments take::
     env + 0.5*unfinished                    the environment's own reward plus a rule
     runs/reward_models/lstm                 a trained reward-model folder (by path)
     model:path=runs/rm,label=negative       the same, with options
+    my_rewards:brevity                      your own reward: module:attribute
+    0.5*vader + 0.5*my_rewards:brevity      ... which may be a term like any other
+
+``module:attribute`` imports ``module`` (the current directory is searched too) and takes
+``attribute`` (a dotted path of names): a function or callable instance is used as is, a
+class is built with no arguments. It must be a batched reward,
+``(prompts, completions, **info) -> list[float]``. A scorer name, ``env`` or an existing
+folder before the ``:`` is read as above instead.
 
 A list value is written with ``|`` (``keywords:words=sun|sea``). Rewards whose options
-contain ``+`` followed by a name, or ``,`` followed by ``key=``, need the Python API.
+contain ``+`` followed by a scorer name, a path or a whole ``module:attribute``, or ``,``
+followed by ``key=``, need the Python API.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
+import reprlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,7 +123,13 @@ SCORERS: dict[str, tuple[Callable[..., RewardFunction], dict[str, Callable[[str]
 ENV_REWARD = "env"
 
 _WEIGHT = r"(?:[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?\s*\*\s*)?"
-_TERM_START = rf"\s*{_WEIGHT}(?:{'|'.join(list(SCORERS) + [ENV_REWARD])})\b|\s*{_WEIGHT}[./~]"
+_DOTTED = r"[^\W\d]\w*(?:\.[^\W\d]\w*)*"  # a dotted Python name: pkg.module, Class.attr
+# A term after '+' starts with a scorer name, 'env', a path, or is a whole module:attribute.
+_TERM_START = (
+    rf"\s*{_WEIGHT}(?:{'|'.join(list(SCORERS) + [ENV_REWARD])})\b"
+    rf"|\s*{_WEIGHT}[./~]"
+    rf"|\s*{_WEIGHT}{_DOTTED}:{_DOTTED}\s*(?:\+|$)"
+)
 
 
 def available_rewards() -> list[str]:
@@ -125,12 +142,26 @@ def _split_terms(spec: str) -> list[str]:
     return [t.strip() for t in re.split(rf"\+(?={_TERM_START})", spec) if t.strip()]
 
 
+def _is_import(name: str, rest: str) -> bool:
+    """Whether ``name:rest`` is ``module:attribute`` rather than a scorer with options."""
+    return (
+        name not in SCORERS
+        and name != ENV_REWARD
+        and re.fullmatch(_DOTTED, name) is not None
+        and re.fullmatch(_DOTTED, rest) is not None
+        and not Path(name).expanduser().is_dir()
+    )
+
+
 def _parse_term(term: str) -> tuple[float, str, dict[str, str]]:
+    # name is 'module:attribute' for a user's reward (the only names with a ':').
     weight = 1.0
     match = re.match(r"\s*([-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?)\s*\*\s*(.*)$", term, re.DOTALL)
     if match:
         weight, term = float(match.group(1)), match.group(2)
-    name, _, rest = term.partition(":")
+    name, _, rest = (part.strip() for part in term.partition(":"))
+    if _is_import(name, rest):
+        return weight, f"{name}:{rest}", {}
     options: dict[str, str] = {}
     if rest:
         for item in re.split(r",(?=\s*\w+\s*=)", rest):
@@ -138,10 +169,71 @@ def _parse_term(term: str) -> tuple[float, str, dict[str, str]]:
             if not eq:
                 raise ConfigError(f"reward option {item!r} in {term!r} is not key=value")
             options[key.strip()] = value.strip()
-    return weight, name.strip(), options
+    return weight, name, options
+
+
+def _import_reward(spec: str) -> RewardFunction:
+    """The batched callable that ``module:attribute`` names (a class is instantiated)."""
+    from rlm.env import import_from_cwd
+
+    module_name, attribute = spec.split(":")
+    try:
+        module = import_from_cwd(module_name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if (
+            isinstance(exc, ModuleNotFoundError)
+            and missing is not None
+            and (module_name == missing or module_name.startswith(f"{missing}."))
+        ):
+            raise ConfigError(
+                f"reward {spec!r}: no module named {module_name!r}; run from the folder that "
+                f"holds {module_name.replace('.', '/')}.py, or put it on PYTHONPATH"
+            ) from None
+        message = str(exc).replace("\n", " ")
+        raise ConfigError(
+            f"reward {spec!r}: importing module {module_name!r} failed: {message}"
+        ) from exc
+    obj: Any = module
+    for i, part in enumerate(attribute.split(".")):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            owner = ".".join([module_name, *attribute.split(".")[:i]])
+            raise ConfigError(
+                f"reward {spec!r}: {owner!r} has no attribute {part!r}; define it there "
+                "or fix the name after the ':'"
+            ) from None
+    expected = (
+        "expected a batched reward (prompts, completions, **info) -> list[float]: "
+        "a function, a callable instance, or a class with __call__ built with no arguments"
+    )
+    if inspect.isclass(obj):
+        try:
+            inspect.signature(obj).bind()
+        except TypeError as exc:
+            raise ConfigError(
+                f"reward {spec!r}: class {obj.__name__} cannot be built with no arguments "
+                f"({exc}); give its arguments defaults, or name an instance of it"
+            ) from None
+        except ValueError:  # no signature to check (a builtin): just try it
+            pass
+        cls_name = obj.__name__
+        obj = obj()
+        if not callable(obj):
+            raise ConfigError(
+                f"reward {spec!r}: instances of class {cls_name} are not callable "
+                f"(no __call__); {expected}"
+            )
+    elif not callable(obj):
+        found = f"{type(obj).__name__} {reprlib.repr(obj)}".replace("\n", " ")
+        raise ConfigError(f"reward {spec!r} is not callable (found {found}); {expected}")
+    return obj
 
 
 def _build(name: str, options: dict[str, str], env_reward: RewardFunction | None) -> RewardFunction:
+    if ":" in name:
+        return _import_reward(name)
     if name == ENV_REWARD:
         if env_reward is None:
             raise ConfigError("reward 'env' names the environment's reward, but none is at hand")
@@ -155,7 +247,8 @@ def _build(name: str, options: dict[str, str], env_reward: RewardFunction | None
         else:
             raise ConfigError(
                 f"unknown reward {name!r}: use one of {', '.join(available_rewards())}, "
-                f"'{ENV_REWARD}', or the path of a reward-model folder (no folder {name!r} exists)"
+                f"'{ENV_REWARD}', module:attribute for your own, or the path of a "
+                f"reward-model folder (no folder {name!r} exists)"
             )
     factory, parsers = SCORERS[name]
     kwargs: dict[str, Any] = {}
@@ -180,7 +273,8 @@ def make_reward(spec: str, env_reward: RewardFunction | None = None) -> RewardFu
     :class:`~rlm.scorers.composite.Composite` that logs every part.
 
     Raises:
-        ConfigError: an unknown name or option, or a malformed spec.
+        ConfigError: an unknown name or option, a malformed spec, or a ``module:attribute``
+            that cannot be imported or is not callable.
     """
     terms = _split_terms(spec)
     if not terms:
