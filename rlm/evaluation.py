@@ -3,10 +3,17 @@
 The first ``num_prompts`` tasks of the evaluation split are played in order, sampled with
 a fixed seed (so evaluations before and after training see the same prompts and the same
 random stream), and the KL to the reference policy is reported next to the reward.
+
+Example:
+    >>> evaluator = Evaluator("rlm/Sentiment-v0", reward=None, heldout=None, num_prompts=64,
+    ...                       batch_size=32, generation=GenerationSettings(20),
+    ...                       prompt_format=PlainFormat(), seed=10_001)  # doctest: +SKIP
+    >>> metrics, rows = evaluator(actor_critic, tokenizer)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -14,8 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from rlm.env import TextVectorEnv
-from rlm.errors import ConfigError
+from rlm.env import TextVectorEnv, make_text_vector_env
 from rlm.policy import ActorCritic
 from rlm.rewards import RewardFunction, check_rewards, reward_components, reward_name
 from rlm.rollout import (
@@ -25,6 +31,8 @@ from rlm.rollout import (
     collect_episodes,
     score_episodes,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def heldout_scores(reward: RewardFunction, episodes: Episodes) -> list[float]:
@@ -41,88 +49,123 @@ def heldout_scores(reward: RewardFunction, episodes: Episodes) -> list[float]:
     return check_rewards(values, len(episodes), env_id="held-out", reward=reward)
 
 
-@torch.no_grad()
-def evaluate(
-    model: ActorCritic,
-    tokenizer: PreTrainedTokenizerBase,
-    envs: TextVectorEnv,
-    *,
-    num_prompts: int,
-    generation: GenerationSettings,
-    prompt_format: PromptFormat,
-    seed: int,
-    show_progress: bool = True,
-    heldout_reward: RewardFunction | None = None,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Mean reward, its standard error, KL and length over held-out prompts, and sample rows.
+class Evaluator:
+    """Held-out evaluation of a policy: the same prompts, the same seed, every time.
 
-    Reward components, where the reward reports them, appear as ``eval/reward/<name>``; a
-    ``heldout_reward`` scores the same samples as ``eval/heldout_reward_mean`` (and
-    ``eval/heldout/<name>`` for its components).
+    Plays the first ``num_prompts`` tasks of ``env_id``'s eval split (all of them, if the
+    split has fewer), in batches of at most ``batch_size``, scores them with ``reward`` (the
+    environment's own when None) and, when given, with ``heldout``.
 
-    ``num_prompts`` must be a multiple of ``envs.num_envs`` and at most the split's size.
+    Args:
+        env_id: the registered environment.
+        reward: the reward replacing the environment's (``--reward``), or None.
+        heldout: a reward scored on the same samples and never trained on, or None.
+        num_prompts: prompts per evaluation (the split's size at most).
+        batch_size: prompts generated at once, at most.
+        generation: sampling settings.
+        prompt_format: how observations become the policy's text.
+        seed: the sampling seed (:func:`rlm.settings.eval_seed`).
     """
-    available = len(envs.envs[0].tasks)
-    if num_prompts > available:
-        raise ConfigError(f"asked for {num_prompts} eval prompts, the eval split has {available}")
-    if num_prompts % envs.num_envs:
-        raise ConfigError(
-            f"eval prompts ({num_prompts}) must be a multiple of the eval batch ({envs.num_envs})"
-        )
-    device = next(model.parameters()).device
-    devices = [device] if device.type == "cuda" else []
-    rewards: list[float] = []
-    kls: list[float] = []
-    lengths: list[float] = []
-    rows: list[dict[str, Any]] = []
-    component_sums: dict[str, float] = {}
-    heldout: list[float] = []
-    # A private RNG stream: the same samples for the same policy, training RNG untouched.
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        batches = range(0, num_prompts, envs.num_envs)
-        for lo in tqdm(batches, desc="eval", leave=False, disable=not show_progress):
-            indices = list(range(lo, lo + envs.num_envs))
-            episodes = collect_episodes(
-                model,
-                tokenizer,
-                envs,
-                generation=generation,
-                prompt_format=prompt_format,
-                seed=seed + lo,
-                options={"index": indices},
-            )
-            score_episodes(
-                model, episodes, micro_batch_size=envs.num_envs, temperature=generation.temperature
-            )
-            assert episodes.logprobs is not None and episodes.ref_logprobs is not None
-            mask = episodes.action_mask.to(episodes.logprobs.device)
-            kls += ((episodes.logprobs - episodes.ref_logprobs) * mask).sum(1).tolist()
-            rewards += episodes.returns.tolist()
-            lengths += mask.sum(1).tolist()
-            rows += episodes.sample_rows()
-            if heldout_reward is not None:
-                scores = heldout_scores(heldout_reward, episodes)
-                heldout += scores
-                for row, score in zip(rows[-len(scores) :], scores, strict=True):
-                    row[f"heldout_{reward_name(heldout_reward)}"] = score
-                for name, values in reward_components(heldout_reward, len(scores)).items():
-                    key = f"heldout/{name}"
-                    component_sums[key] = component_sums.get(key, 0.0) + sum(values)
-            for parts in episodes.reward_components:
-                for key, value in parts.items():
-                    component_sums[key] = component_sums.get(key, 0.0) + value
-    n = len(rewards)
-    mean = sum(rewards) / n
-    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / max(n - 1, 1))
-    metrics = {
-        "eval/reward_mean": mean,
-        "eval/reward_std": std,
-        "eval/reward_sem": std / math.sqrt(n),
-        "eval/kl": sum(kls) / n,
-        "eval/completion_length": sum(lengths) / n,
-    }
-    if heldout:
-        metrics["eval/heldout_reward_mean"] = sum(heldout) / n
-    metrics.update({f"eval/{key}": total / n for key, total in sorted(component_sums.items())})
-    return metrics, rows
+
+    def __init__(
+        self,
+        env_id: str,
+        *,
+        reward: RewardFunction | None,
+        heldout: RewardFunction | None,
+        num_prompts: int,
+        batch_size: int,
+        generation: GenerationSettings,
+        prompt_format: PromptFormat,
+        seed: int,
+    ) -> None:
+        self.env_id = env_id
+        self.reward = reward
+        self.heldout = heldout
+        self.generation = generation
+        self.prompt_format = prompt_format
+        self.seed = seed
+        self._envs: dict[int, TextVectorEnv] = {}
+        available = len(self._vector_env(1).envs[0].tasks)
+        self.num_prompts = min(num_prompts, available)
+        self.batch_size = min(batch_size, self.num_prompts)
+        if num_prompts > available:
+            logger.warning(
+                "%s: the eval split has %d prompts; evaluating all of them (not %d)",
+                env_id, available, num_prompts,
+            )  # fmt: skip
+
+    def _vector_env(self, size: int) -> TextVectorEnv:
+        if size not in self._envs:
+            envs = make_text_vector_env(self.env_id, size, split="eval")
+            if self.reward is not None:
+                envs.set_reward(self.reward)
+            self._envs[size] = envs
+        return self._envs[size]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        model: ActorCritic,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        show_progress: bool = True,
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Mean reward, its standard error, KL and length over the prompts, and sample rows.
+
+        Reward components, where the reward reports them, appear as ``eval/reward/<name>``;
+        the held-out reward as ``eval/heldout_reward_mean`` (and ``eval/heldout/<name>``).
+        """
+        device = next(model.parameters()).device
+        devices = [device] if device.type == "cuda" else []
+        rewards: list[float] = []
+        kls: list[float] = []
+        lengths: list[float] = []
+        rows: list[dict[str, Any]] = []
+        component_sums: dict[str, float] = {}
+        heldout: list[float] = []
+        # A private RNG stream: the same samples for the same policy, training RNG untouched.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            batches = range(0, self.num_prompts, self.batch_size)
+            for lo in tqdm(batches, desc="eval", leave=False, disable=not show_progress):
+                indices = list(range(lo, min(lo + self.batch_size, self.num_prompts)))
+                envs = self._vector_env(len(indices))
+                episodes = collect_episodes(
+                    model, tokenizer, envs, generation=self.generation,
+                    prompt_format=self.prompt_format, seed=self.seed + lo,
+                    options={"index": indices},
+                )  # fmt: skip
+                scored = score_episodes(
+                    model, episodes, micro_batch_size=len(indices),
+                    temperature=self.generation.temperature,
+                )  # fmt: skip
+                kls += scored.sequence_kl.tolist()
+                rewards += episodes.returns.tolist()
+                lengths += episodes.completion_lengths.tolist()
+                rows += episodes.sample_rows()
+                if self.heldout is not None:
+                    scores = heldout_scores(self.heldout, episodes)
+                    heldout += scores
+                    for row, score in zip(rows[-len(scores) :], scores, strict=True):
+                        row[f"heldout_{reward_name(self.heldout)}"] = score
+                    for name, values in reward_components(self.heldout, len(scores)).items():
+                        key = f"heldout/{name}"
+                        component_sums[key] = component_sums.get(key, 0.0) + sum(values)
+                for parts in episodes.reward_components:
+                    for key, value in parts.items():
+                        component_sums[key] = component_sums.get(key, 0.0) + value
+        n = len(rewards)
+        mean = sum(rewards) / n
+        std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / max(n - 1, 1))
+        metrics = {
+            "eval/reward_mean": mean,
+            "eval/reward_std": std,
+            "eval/reward_sem": std / math.sqrt(n),
+            "eval/kl": sum(kls) / n,
+            "eval/completion_length": sum(lengths) / n,
+        }
+        if heldout:
+            metrics["eval/heldout_reward_mean"] = sum(heldout) / n
+        metrics.update({f"eval/{key}": total / n for key, total in sorted(component_sums.items())})
+        return metrics, rows

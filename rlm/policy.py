@@ -56,8 +56,8 @@ def add_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
 
 @contextlib.contextmanager
 def peft_quietly() -> Iterator[None]:
-    """Silence the deprecation warning peft triggers in transformers on every wrap or load:
-    there is nothing for users to do about it."""
+    """Silence the deprecation warning that peft (on every wrap or load) and TRL (on every
+    generation) trigger in transformers: there is nothing for users to do about it."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
         yield
@@ -74,7 +74,7 @@ class ForwardOutput:
     """Per-token quantities over the response region ``[batch, response_length]``."""
 
     logprobs: torch.Tensor
-    values: torch.Tensor | None
+    values: torch.Tensor
     entropy: torch.Tensor | None
 
 
@@ -123,17 +123,12 @@ class ActorCritic(nn.Module):
             reference.eval().requires_grad_(False)
         object.__setattr__(self, "_reference", reference)
 
-    @property
-    def uses_lora(self) -> bool:
-        return isinstance(self.policy, PeftModel)
-
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         response_start: int,
         temperature: float = 1.0,
-        with_values: bool = True,
         with_entropy: bool = False,
     ) -> ForwardOutput:
         """Log-probs of the response tokens, values before each of them, and entropy.
@@ -154,13 +149,11 @@ class ActorCritic(nn.Module):
         if with_entropy:
             with torch.no_grad():
                 entropy = entropy_from_logits(logits)
-        values = None
-        if with_values:
-            if self.value_model is not None:
-                hidden = self.value_model(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-                ).last_hidden_state[:, response_start - 1 : -1]
-            values = self.value_head(hidden).squeeze(-1).float()
+        if self.value_model is not None:
+            hidden = self.value_model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state[:, response_start - 1 : -1]
+        values = self.value_head(hidden).squeeze(-1).float()
         return ForwardOutput(logprobs, values, entropy)
 
     @contextlib.contextmanager

@@ -29,7 +29,7 @@ from rlm.ppo import (
     token_rewards,
     value_loss,
 )
-from rlm.rollout import Episodes
+from rlm.rollout import ScoredEpisodes
 from rlm.validation import check_ranges
 
 
@@ -55,25 +55,26 @@ class PPOSettings:
     """GAE lambda."""
     whiten_advantages: bool = True
     """Normalise advantages to zero mean, unit variance over the batch's tokens."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping (global norm)."""
+    kl_coef: float = 0.05
+    """Weight of the per-token KL penalty to the reference in the reward (the initial
+    value with --adaptive-kl)."""
     kl_estimator: KLEstimator = "k1"
     """Per-token KL estimate in the reward penalty: k1 (log ratio) or k3."""
-    kl_coef: float = 0.05
-    """Initial KL penalty coefficient."""
     adaptive_kl: bool = False
     """Adapt the KL coefficient towards target_kl (Ziegler et al. 2019)."""
     target_kl: float = 6.0
     """Target sequence KL (nats) of the adaptive controller."""
     kl_horizon: int = 10000
     """Horizon (episodes) of the adaptive controller."""
+    value_model: str | None = None
+    """Separate critic trunk (same tokenizer as the policy); default: a head on the policy."""
 
     def validate(self, batch_size: int) -> None:
         """Raise :class:`ConfigError` for values out of range for a batch of ``batch_size``."""
         check_ranges(
             self,
             at_least_one=["epochs", "minibatches", "grad_accum", "kl_horizon"],
-            positive=["clip_range", "value_clip_range", "max_grad_norm", "target_kl"],
+            positive=["clip_range", "value_clip_range", "target_kl"],
             non_negative=["kl_coef", "vf_coef"],
             unit_interval=["gamma", "lam"],
         )
@@ -90,26 +91,27 @@ class PPOSettings:
         return FixedKLController(self.kl_coef)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Advantages:
+    """Per-token ``[batch, response_length]`` rewards (score minus KL penalty), advantages
+    and returns."""
+
     rewards: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    kl: torch.Tensor
 
 
 @torch.no_grad()
-def compute_advantages(episodes: Episodes, kl_coef: float, settings: PPOSettings) -> Advantages:
-    """Per-token rewards (score minus KL penalty), GAE advantages and returns."""
-    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
-    assert episodes.values is not None
-    mask = episodes.action_mask.to(episodes.logprobs.device)
-    kl = kl_estimate(episodes.logprobs, episodes.ref_logprobs, settings.kl_estimator) * mask
-    rewards = token_rewards(episodes.scores.to(mask.device), kl, kl_coef, mask)
-    advantages, returns = compute_gae(rewards, episodes.values, mask, settings.gamma, settings.lam)
+def compute_advantages(scored: ScoredEpisodes, kl_coef: float, settings: PPOSettings) -> Advantages:
+    """Per-token rewards (score minus ``kl_coef`` times the KL estimate), GAE advantages
+    and returns."""
+    mask = scored.episodes.action_mask.to(scored.logprobs.device)
+    kl = kl_estimate(scored.logprobs, scored.ref_logprobs, settings.kl_estimator) * mask
+    rewards = token_rewards(scored.episodes.scores.to(mask.device), kl, kl_coef, mask)
+    advantages, returns = compute_gae(rewards, scored.values, mask, settings.gamma, settings.lam)
     if settings.whiten_advantages:
         advantages = masked_whiten(advantages, mask)
-    return Advantages(rewards, advantages, returns, kl)
+    return Advantages(rewards, advantages, returns)
 
 
 def ppo_update(
@@ -117,11 +119,12 @@ def ppo_update(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    episodes: Episodes,
+    scored: ScoredEpisodes,
     advantages: Advantages,
     settings: PPOSettings,
     *,
     temperature: float,
+    max_grad_norm: float,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Run ``epochs x minibatches`` optimizer steps on one batch; return mean statistics.
@@ -131,12 +134,11 @@ def ppo_update(
     """
     start = time.perf_counter()
     device = accelerator.device
+    episodes = scored.episodes
     batch = len(episodes)
     minibatch = batch // settings.minibatches
     micro = minibatch // settings.grad_accum
-    old_logprobs = episodes.logprobs
-    old_values = episodes.values
-    assert old_logprobs is not None and old_values is not None
+    old_logprobs, old_values = scored.logprobs, scored.values
     stats: dict[str, list[float]] = defaultdict(list)
     model.train()
     for _ in range(settings.epochs):
@@ -169,9 +171,7 @@ def ppo_update(
                     loss = pg_loss + settings.vf_coef * vf_loss
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(
-                            model.parameters(), settings.max_grad_norm
-                        )
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
                         stats["grad_norm"].append(float(grad_norm))
                     optimizer.step()
                     if accelerator.sync_gradients:
@@ -187,27 +187,20 @@ def ppo_update(
 
 
 @torch.no_grad()
-def episode_statistics(
-    episodes: Episodes, advantages: Advantages | None = None
-) -> dict[str, torch.Tensor]:
+def episode_statistics(scored: ScoredEpisodes, advantages: Advantages) -> dict[str, torch.Tensor]:
     """Per-episode quantities to average across processes (all shape ``[batch]``)."""
-    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
-    mask = episodes.action_mask.to(episodes.logprobs.device)
-    log_ratio = (episodes.logprobs - episodes.ref_logprobs) * mask
-    stats = {
-        "reward": episodes.returns.to(mask.device),
-        "kl": log_ratio.sum(1),  # k1 summed over the episode's tokens: KL of the sequence
+    episodes = scored.episodes
+    mask = episodes.action_mask.to(scored.logprobs.device)
+    reward = episodes.returns.to(mask.device)
+    return {
+        "reward": reward,
+        "kl": scored.sequence_kl,
         "completion_length": mask.sum(1),
         "turns": torch.tensor([len(c) for c in episodes.completions], dtype=torch.float32),
+        "entropy": masked_mean(scored.entropy, mask, dim=1),
+        "non_score_reward": (advantages.rewards * mask).sum(1) - reward,
+        "value_mean": masked_mean(scored.values, mask, dim=1),
     }
-    if episodes.entropy is not None:
-        stats["entropy"] = masked_mean(episodes.entropy, mask, dim=1)
-    if advantages is not None:
-        stats["non_score_reward"] = (advantages.rewards * mask).sum(1) - stats["reward"].to(
-            mask.device
-        )
-        stats["value_mean"] = masked_mean(episodes.values, mask, dim=1)  # type: ignore[arg-type]
-    return stats
 
 
 def unwrap_actor_critic(accelerator: Accelerator, model: torch.nn.Module) -> ActorCritic:

@@ -1,7 +1,9 @@
 """The one rollout path: a policy plays a vector of text environments to episodes.
 
 Every algorithm consumes what :func:`collect_episodes` returns: PPO directly, evaluation
-on held-out prompts through the same call, and (later) the TRL adapters.
+on held-out prompts through the same call, and TRL's GRPO on multi-turn tasks through
+:class:`rlm.trl_adapters.EnvRollout`. :func:`score_episodes` then adds what the policy,
+the reference and the critic say of those tokens, as a new value (:class:`ScoredEpisodes`).
 
 Tokens are kept exactly as generated, never re-tokenized from text: an episode is the
 prompt's tokens, then each turn's completion tokens (the policy's, ``action_mask`` 1),
@@ -118,7 +120,7 @@ def make_prompt_format(
     return ChatFormat(tokenizer) if kind == "chat" else PlainFormat()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Episodes:
     """A batch of finished episodes, as tokens and as text."""
 
@@ -135,11 +137,7 @@ class Episodes:
     reward_components: list[dict[str, float]] = field(default_factory=list)
     """Per episode, each reported reward component (``reward/<name>``) summed over turns."""
     timings: dict[str, float] = field(default_factory=dict)
-    # Filled by score_episodes:
-    logprobs: torch.Tensor | None = None
-    ref_logprobs: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-    entropy: torch.Tensor | None = None
+    """Seconds spent generating (``generate``) and in the environment's reward (``score``)."""
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -324,6 +322,31 @@ def collect_episodes(
     )
 
 
+@dataclass(frozen=True)
+class ScoredEpisodes:
+    """Episodes with the policy's, the reference's and the critic's view of their tokens.
+
+    Every tensor is ``[batch, response_length]`` and zero where ``action_mask`` is 0.
+    """
+
+    episodes: Episodes
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+    forward_seconds: float
+    """Time of the no-grad forward passes that produced them."""
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def sequence_kl(self) -> torch.Tensor:
+        """Per episode: the sum over its policy tokens of ``log p - log q`` (k1), the KL of
+        the sampled sequence to the reference."""
+        return (self.logprobs - self.ref_logprobs).sum(1)
+
+
 @torch.no_grad()
 def score_episodes(
     model: ActorCritic,
@@ -331,8 +354,8 @@ def score_episodes(
     *,
     micro_batch_size: int,
     temperature: float,
-) -> Episodes:
-    """Fill in the policy's and the reference's log-probs, the values and the entropy."""
+) -> ScoredEpisodes:
+    """The policy's and the reference's log-probs, the values and the entropy of ``episodes``."""
     start = time.perf_counter()
     device = next(model.parameters()).device
     was_training = model.training
@@ -342,6 +365,7 @@ def score_episodes(
         ids = episodes.input_ids[lo : lo + micro_batch_size].to(device)
         mask = episodes.attention_mask[lo : lo + micro_batch_size].to(device)
         out = model(ids, mask, episodes.response_start, temperature, with_entropy=True)
+        assert out.entropy is not None
         parts["logprobs"].append(out.logprobs)
         parts["values"].append(out.values)
         parts["entropy"].append(out.entropy)
@@ -350,9 +374,11 @@ def score_episodes(
         )
     model.train(was_training)
     action_mask = episodes.action_mask.to(device)
-    episodes.logprobs = torch.cat(parts["logprobs"]) * action_mask
-    episodes.values = torch.cat(parts["values"]) * action_mask
-    episodes.entropy = torch.cat(parts["entropy"]) * action_mask
-    episodes.ref_logprobs = torch.cat(parts["ref"]) * action_mask
-    episodes.timings["forward"] = time.perf_counter() - start
-    return episodes
+    return ScoredEpisodes(
+        episodes=episodes,
+        logprobs=torch.cat(parts["logprobs"]) * action_mask,
+        ref_logprobs=torch.cat(parts["ref"]) * action_mask,
+        values=torch.cat(parts["values"]) * action_mask,
+        entropy=torch.cat(parts["entropy"]) * action_mask,
+        forward_seconds=time.perf_counter() - start,
+    )

@@ -29,7 +29,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -297,7 +296,3 @@ class RunDir:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         end_time = None if status == "running" else now_iso()
         self.update_meta(status=status, end_time=end_time, **extra)
-
-    def remove(self) -> None:
-        """Delete the run folder and everything in it (for a run that failed at set-up)."""
-        shutil.rmtree(self.path)

@@ -23,9 +23,10 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from rlm.errors import ConfigError
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+WandbMode = Literal["auto", "online", "offline", "disabled"]
 # Old spellings W&B still accepts in WANDB_MODE.
 _WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 _DEFAULT_WANDB_HOST = "api.wandb.ai"
@@ -91,6 +93,48 @@ def has_wandb_credentials() -> bool:
     except (OSError, netrc.NetrcParseError):
         return False
     return bool(entry and entry[2])
+
+
+@dataclass
+class TrackingSettings:
+    """Where a run's folder goes and what it logs to: the same flags in every script."""
+
+    output_dir: Path = Path("runs")
+    """Parent folder of run folders."""
+    run_name: str | None = None
+    """The run folder's name inside --output-dir (default: one the script makes, ending in
+    __<seed>__<time>)."""
+    wandb: WandbMode = "auto"
+    """W&B mode; 'auto' is online when logged in, else offline (wandb sync uploads it later)."""
+    wandb_project: str = "rlm"
+    """W&B project."""
+    tensorboard: bool = True
+    """Write TensorBoard events (metrics.jsonl is always written)."""
+
+
+def open_run(
+    settings: TrackingSettings,
+    default_name: str,
+    config: Mapping[str, Any] | DataclassInstance,
+) -> tuple[RunDir, Tracker]:
+    """Create the run folder ``<output_dir>/<run_name or default_name>`` and its tracker."""
+    name = settings.run_name or default_name
+    run_dir = RunDir.create(settings.output_dir, name, config)
+    return run_dir, tracker_for(run_dir, settings, config)
+
+
+def tracker_for(
+    run_dir: RunDir,
+    settings: TrackingSettings,
+    config: Mapping[str, Any] | DataclassInstance,
+    *,
+    resume: bool = False,
+) -> Tracker:
+    """The tracker of an existing run folder, as ``settings`` ask."""
+    return Tracker(
+        run_dir, project=settings.wandb_project, run_name=run_dir.name, config=config,
+        wandb=settings.wandb, tensorboard=settings.tensorboard, resume=resume,
+    )  # fmt: skip
 
 
 def _number(key: str, value: Any) -> float | int:

@@ -206,6 +206,8 @@ class EnvRollout:
             model is wrapped on the first call.
         counter: where generated tokens are counted.
         reward: a reward replacing the environment's (``--reward``); default: its own.
+        envs: a vector environment to play in when a call brings as many prompts as it
+            has environments (the runner's training environments); others are made.
     """
 
     def __init__(
@@ -219,6 +221,7 @@ class EnvRollout:
         policy: ActorCritic | None = None,
         counter: TokenCounter | None = None,
         reward: RewardFunction | None = None,
+        envs: TextVectorEnv | None = None,
     ) -> None:
         self.env_id = env_id
         self.tokenizer = tokenizer
@@ -228,7 +231,7 @@ class EnvRollout:
         self.policy = policy
         self.counter = counter if counter is not None else TokenCounter()
         self.reward = reward
-        self._envs: dict[int, TextVectorEnv] = {}
+        self._envs: dict[int, TextVectorEnv] = {} if envs is None else {envs.num_envs: envs}
         self.__name__ = "env_rollout"
 
     def _vector_env(self, size: int) -> TextVectorEnv:

@@ -4,94 +4,90 @@
     python scripts/benchmark_ppo_phases.py --batch-sizes 16 --max-new-tokens 32 --threads 1
     python scripts/benchmark_ppo_phases.py --model /path/to/model --env-id rlm/GuessNumber-v0
 
-Each batch size runs one untimed warm-up iteration, then ``--repeats`` timed ones, through
-the same functions the experiment uses: generation (KV cache) and scoring by the
-environment (``collect_episodes``), the policy, reference and value forward passes
-(``score_episodes``), and the PPO update (``ppo_update``, 2 epochs x 2 minibatches by
-default). Times are medians over the repeats, in seconds.
+Each batch size runs one untimed warm-up iteration, then ``--repeats`` timed ones, of the
+experiment's own :class:`rlm.ppo_learner.PPOLearner` (LoRA, a value head on the trunk,
+2 epochs x 2 minibatches by default): generation (KV cache) and the environment's reward,
+the policy, reference and value forward passes, and the PPO update, read from the
+``perf/time_*`` metrics each iteration logs. Times are medians over the repeats, in seconds.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
+from dataclasses import dataclass, field
 
 import torch
-from accelerate import Accelerator
+import tyro
 
 import envs  # noqa: F401  (registers the environments)
 from rlm.env import make_text_vector_env
 from rlm.models import load_causal_lm
 from rlm.policy import ActorCritic, LoraSettings, add_lora
-from rlm.ppo_update import PPOSettings, compute_advantages, ppo_update
-from rlm.rollout import GenerationSettings, collect_episodes, make_prompt_format, score_episodes
+from rlm.ppo_learner import Optimization, PPOLearner
+from rlm.ppo_update import PPOSettings
+from rlm.rollout import GenerationSettings, make_prompt_format
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--env-id", default="rlm/Sentiment-v0")
-    parser.add_argument("--prompt-format", default="plain", choices=["plain", "chat"])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32])
-    parser.add_argument("--max-new-tokens", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+@dataclass
+class Config:
+    model: str = "default"
+    """Policy: 'default', a local folder or a Hub id."""
+    env_id: str = "rlm/Sentiment-v0"
+    """Environment whose training split is rolled out."""
+    prompt_format: str = "plain"
+    """'plain' or 'chat'."""
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32])
+    """Episodes per iteration to time."""
+    max_new_tokens: int = 20
+    """Tokens per completion at most."""
+    repeats: int = 2
+    """Timed iterations per batch size (after one warm-up)."""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+
+
+def main(config: Config) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(0)
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    policy, tokenizer = load_causal_lm(args.model)
-    actor_critic = ActorCritic(add_lora(policy, LoraSettings())).to(accelerator.device)
-    optimizer = torch.optim.AdamW([p for p in actor_critic.parameters() if p.requires_grad], 1e-4)
-    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0)
-    model, optimizer = accelerator.prepare(actor_critic, optimizer)
-    settings = PPOSettings()
-    prompt_format = make_prompt_format(args.prompt_format, tokenizer)
-    generation = GenerationSettings(max_new_tokens=args.max_new_tokens)
-
-    header = (
+    policy, tokenizer = load_causal_lm(config.model)
+    actor_critic = ActorCritic(add_lora(policy, LoraSettings()))
+    learner = PPOLearner(
+        actor_critic, tokenizer, PPOSettings(),
+        optimization=Optimization(lr=1e-4, total_steps=1_000),
+        generation=GenerationSettings(max_new_tokens=config.max_new_tokens),
+        prompt_format=make_prompt_format("chat" if config.prompt_format == "chat" else "plain",
+                                         tokenizer),
+        seed=0,
+    )  # fmt: skip
+    device = learner.accelerator.device
+    print(f"model {config.model}, {torch.get_num_threads()} threads, device {device}")
+    print(
         "| batch | tokens | generate s | tokens/s | env reward s | forward s | update s "
         "| iteration s | generate share |"
     )
-    print(f"model {args.model}, {torch.get_num_threads()} threads, device {accelerator.device}")
-    print(header)
     print("| --- " * 9 + "|")
-    for batch in args.batch_sizes:
-        venv = make_text_vector_env(args.env_id, batch, split="train")
-        rows: dict[str, list[float]] = {k: [] for k in ["gen", "score", "fwd", "upd", "tok"]}
-        for repeat in range(args.repeats + 1):
-            episodes = collect_episodes(
-                actor_critic, tokenizer, venv, generation=generation,
-                prompt_format=prompt_format, seed=repeat * batch,
-            )  # fmt: skip
-            score_episodes(
-                actor_critic, episodes, micro_batch_size=batch // settings.minibatches,
-                temperature=1.0,
-            )  # fmt: skip
-            advantages = compute_advantages(episodes, settings.kl_coef, settings)
-            start = time.perf_counter()
-            ppo_update(accelerator, model, optimizer, scheduler, episodes, advantages, settings,
-                       temperature=1.0)  # fmt: skip
-            update = time.perf_counter() - start
+    phases = ["perf/time_generate", "perf/time_score", "perf/time_forward", "perf/time_update"]
+    for batch in config.batch_sizes:
+        vector_env = make_text_vector_env(config.env_id, batch, split="train")
+        rows: dict[str, list[float]] = {k: [] for k in [*phases, "tokens"]}
+        for repeat in range(config.repeats + 1):
+            result = learner.step(vector_env, iteration=repeat)
             if repeat == 0:
                 continue  # warm-up
-            rows["gen"].append(episodes.timings["generate"])
-            rows["score"].append(episodes.timings["score"])
-            rows["fwd"].append(episodes.timings["forward"])
-            rows["upd"].append(update)
-            rows["tok"].append(float(episodes.action_mask.sum()))
+            for key in phases:
+                rows[key].append(result.metrics[key])
+            rows["tokens"].append(float(result.tokens))
         med = {k: statistics.median(v) for k, v in rows.items()}
-        total = med["gen"] + med["score"] + med["fwd"] + med["upd"]
+        generate, score, forward, update = (med[k] for k in phases)
+        total = generate + score + forward + update
         print(
-            f"| {batch} | {med['tok']:.0f} | {med['gen']:.2f} | {med['tok'] / med['gen']:.0f} "
-            f"| {med['score']:.3f} | {med['fwd']:.2f} | {med['upd']:.2f} | {total:.2f} "
-            f"| {med['gen'] / total:.0%} |",
+            f"| {batch} | {med['tokens']:.0f} | {generate:.2f} | {med['tokens'] / generate:.0f} "
+            f"| {score:.3f} | {forward:.2f} | {update:.2f} | {total:.2f} "
+            f"| {generate / total:.0%} |",
             flush=True,
         )
 
 
 if __name__ == "__main__":
-    main()
+    main(tyro.cli(Config))

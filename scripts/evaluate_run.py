@@ -4,15 +4,15 @@
     python scripts/evaluate_run.py runs/<run> --reference default   # KL to the base model
     python scripts/evaluate_run.py runs/<run> --eval-prompts 256 --output eval256.json
 
-Works on the run folders of experiments/ppo_sentiment.py, grpo.py, rloo.py and
-sft_warm_start.py (see rlm/saved_runs.py). The evaluation is the scripts' own
-(:func:`rlm.evaluation.evaluate`: the first ``--eval-prompts`` eval tasks, the run's seed,
-sampling settings, prompt format and reward), so with the run's own reference and
-prompts it repeats the run's final evaluation. The reference defaults to the model the
-run started from; ``--reference default`` measures the KL to the base model instead,
-which is what makes runs that started from a supervised warm start comparable with runs
-that started from the base model. The metrics are printed and written as JSON to
-``--output`` (default ``<run>/eval_<reference>.json``).
+Works on the run folder of any experiment (PPO, GRPO, RLOO, SFT: rlm/saved_runs.py). The
+evaluation is the runner's own (:class:`rlm.evaluation.Evaluator`: the first
+``--eval-prompts`` eval tasks, the run's seed, sampling settings, prompt format, reward
+and held-out reward), so with the run's own reference and prompts it repeats the run's
+final evaluation. The reference defaults to the model the run started from;
+``--reference default`` measures the KL to the base model instead, which is what makes
+runs that started from a supervised warm start comparable with runs that started from
+the base model. The metrics are printed and written as JSON to ``--output`` (default
+``<run>/eval_<reference>.json``).
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.env import check_env_id, make_text_vector_env
-from rlm.evaluation import evaluate
 from rlm.models import load_causal_lm
 from rlm.policy import ActorCritic
-from rlm.rollout import GenerationSettings, make_prompt_format, resolve_prompt_format
+from rlm.rollout import make_prompt_format, resolve_prompt_format
+from rlm.runner import make_evaluator, make_rewards
 from rlm.saved_runs import SavedRun
-from rlm.scorers import make_reward
 from rlm.scripting import run_cli
 
 
@@ -62,30 +61,28 @@ def output_path(config: Config, saved: SavedRun) -> Path:
 def main(config: Config) -> dict[str, Any]:
     start = time.time()
     saved = SavedRun.open(config.run)
-    env_id = check_env_id(saved.env_id)
+    settings = saved.run_settings
+    env_id = check_env_id(settings.env_id)
     if config.threads:
         torch.set_num_threads(config.threads)
     policy, tokenizer = saved.load_policy()
     reference, _ = load_causal_lm(config.reference or saved.model)
     model = ActorCritic(policy, reference=reference).eval()
-    eval_envs = make_text_vector_env(env_id, saved.eval_batch_size, split="eval")
-    if saved.reward:
-        eval_envs.set_reward(make_reward(saved.reward, eval_envs.envs[0].reward_fn))
+    env = make_text_vector_env(env_id, 1, split="eval").envs[0]
+    reward, _, heldout = make_rewards(settings, env)
     kind = resolve_prompt_format(
-        saved.prompt_format, tokenizer, conversational=eval_envs.envs[0].conversational
+        settings.prompt_format, tokenizer, conversational=env.conversational
     )
-    metrics, _ = evaluate(
-        model, tokenizer, eval_envs,
-        num_prompts=config.eval_prompts or saved.eval_prompts,
-        generation=GenerationSettings(saved.max_new_tokens, saved.temperature),
-        prompt_format=make_prompt_format(kind, tokenizer),
-        seed=saved.eval_seed,
+    evaluator = make_evaluator(
+        settings, env_id, make_prompt_format(kind, tokenizer), reward, heldout,
+        num_prompts=config.eval_prompts,
     )  # fmt: skip
+    metrics, _ = evaluator(model, tokenizer)
     result = {
         "run": str(saved.path),
         "policy": str(saved.policy_dir),
         "reference": config.reference or saved.model,
-        "eval_prompts": config.eval_prompts or saved.eval_prompts,
+        "eval_prompts": evaluator.num_prompts,
         **metrics,
         "wall_time_s": time.time() - start,
     }

@@ -10,7 +10,6 @@ Run: ``python -m pytest tests/test_env_catalogue.py -q``
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -29,6 +28,9 @@ from envs.search import RetrievalRankReward
 from envs.word_guess import answer_question, parse_guess
 from rlm.env import MAX_TEXT_LENGTH, registered_text_env_ids
 from rlm.env_check import PROBES, check_text_env, probe_action
+from rlm.settings import RunSettings
+from rlm.tracking import TrackingSettings
+from tests.helpers import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_IDS = registered_text_env_ids()
@@ -134,29 +136,18 @@ def test_reset_with_a_new_seed_mid_episode_starts_afresh(env_id: str) -> None:
 # --- PPO on each multi-turn environment ------------------------------------------------------
 
 
-def load_experiment() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "ppo_sentiment", ROOT / "experiments" / "ppo_sentiment.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("env_id", MULTI_TURN)
 def test_ppo_trains_on_multi_turn_environment(
     env_id: str, tiny_model_path: Path, tmp_path: Path
 ) -> None:
-    experiment = load_experiment()
-    config = experiment.Config(
-        env_id=env_id, model=str(tiny_model_path), prompt_format="chat", iterations=1,
+    experiment = load_experiment("ppo")
+    settings = RunSettings(
+        env_id=env_id, model=str(tiny_model_path), prompt_format="chat", steps=1,
         batch_size=4, max_new_tokens=6, eval_prompts=4, eval_batch_size=4, eval_every=1,
-        checkpoint_every=1, lora_r=4, threads=1, output_dir=tmp_path, wandb="disabled",
-        tensorboard=False,
+        checkpoint_every=1, lora_r=4, threads=1,
+        tracking=TrackingSettings(output_dir=tmp_path, wandb="disabled", tensorboard=False),
     )  # fmt: skip
-    experiment.main(config)
+    experiment.main(experiment.Config(run=settings))
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["perf/episodes"] == 4
@@ -169,7 +160,7 @@ def test_ppo_trains_on_multi_turn_environment(
     for key in ("train/policy_loss", "train/value_loss", "train/kl", "train/completion_length"):
         assert all(np.isfinite(r[key]) for r in rows[1:]), key
     assert rows[-1]["train/completion_length"] <= 6 * rows[-1]["train/turns"]
-    assert list((run / "checkpoints").glob("iter_*/trainable.safetensors"))
+    assert list((run / "checkpoints").glob("checkpoint-1/trainable.safetensors"))
 
 
 # --- the tasks -----------------------------------------------------------------------------

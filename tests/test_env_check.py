@@ -8,6 +8,7 @@ Run: ``python -m pytest tests/test_env_check.py -q``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -83,19 +84,24 @@ def test_readme_example_trains_with_the_command_the_readme_gives(
     code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert code is not None
     (tmp_path / "my_envs.py").write_text(code.group(1))
-    command = re.search(r"\n(python experiments/ppo_sentiment\.py [^\n]*\\\n[^#\n]*)", section)
+    command = re.search(r"\n(python experiments/ppo\.py --env-id my_envs:[^\n#]*)", section)
     assert command is not None
-    args = command.group(1).replace("\\\n", " ").split()[2:]
-    tiny = ["--model", str(tiny_model_path), "--iterations", "1", "--batch-size", "2",
+    args = command.group(1).split()[2:]
+    tiny = ["--model", str(tiny_model_path), "--steps", "1", "--batch-size", "2",
             "--minibatches", "1", "--max-new-tokens", "4", "--wandb", "disabled",
             "--output-dir", str(tmp_path / "runs"), "--threads", "1"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "ppo_sentiment.py"), *args, *tiny],
+        [sys.executable, str(ROOT / "experiments" / "ppo.py"), *args, *tiny],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list((tmp_path / "runs").glob("*/summary.json"))
+    (summary,) = (tmp_path / "runs").glob("*/summary.json")
+    # The eval split has two prompts, fewer than --eval-prompts: both are evaluated.
+    rows = [
+        json.loads(line) for line in (summary.parent / "samples.jsonl").read_text().splitlines()
+    ]
+    assert len([r for r in rows if r["step"] == 0]) == 2
 
 
 def test_list_envs_prints_every_id_with_its_reward_range(

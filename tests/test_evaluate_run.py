@@ -9,49 +9,48 @@ evaluation, and against another reference, which must change the KL only.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.run_python import run_python
-from tests.test_experiment_ppo import run_tiny
-from tests.test_experiment_trl import TINY_FLAGS as TRL_FLAGS
-from tests.test_experiment_trl import only_run
-from tests.test_experiment_trl import run_script as run_trl_script
-
-ROOT = Path(__file__).resolve().parents[1]
+from rlm.saved_runs import SavedRun
+from tests.helpers import ROOT, load_script, only_run, read_json, run_python, run_tiny
 
 
 def evaluate_run(run: Path, **flags: object) -> dict:
     """scripts/evaluate_run.py's main on ``run``, in-process."""
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_run", ROOT / "scripts" / "evaluate_run.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_run"] = script  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(script)
+    script = load_script("evaluate_run")
     return script.main(script.Config(run=run, **flags))
 
 
 @pytest.fixture(scope="module")
 def ppo_run(tiny_model_path, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("ppo")
-    result = run_tiny(tiny_model_path, output)
+    # A held-out reward too: the re-evaluation scores it as the run did.
+    result = run_tiny("ppo", tiny_model_path, output, "--heldout-reward", "length:target=3")
     assert result.returncode == 0, result.stderr[-3000:]
     return only_run(output)
 
 
 def test_a_ppo_run_evaluated_again_repeats_its_final_evaluation(ppo_run):
     result = evaluate_run(ppo_run)
-    summary = json.loads((ppo_run / "summary.json").read_text())
+    summary = read_json(ppo_run / "summary.json")
     assert result["eval/reward_mean"] == pytest.approx(summary["eval_reward_after"], abs=1e-6)
     assert result["eval/kl"] == pytest.approx(summary["eval_kl_after"], abs=1e-4)
-    assert result["policy"].endswith("iter_000004/policy")
+    assert result["eval/heldout_reward_mean"] == pytest.approx(
+        summary["eval_heldout_reward_after"], abs=1e-6
+    )
+    assert result["policy"].endswith("policy")
     assert json.loads((ppo_run / "eval_start.json").read_text()) == result
+
+
+def test_a_saved_run_reads_its_settings_and_evaluations(ppo_run, tiny_model_path):
+    saved = SavedRun.open(ppo_run)
+    assert (saved.algorithm, saved.env_id, saved.seed) == ("ppo", "rlm/Sentiment-v0", 1)
+    assert saved.model == str(tiny_model_path) and saved.eval_seed == 10_001
+    assert saved.run_settings.steps == 4 and saved.run_settings.tracking.wandb == "disabled"
+    assert [row["step"] for row in saved.evaluations()] == [0, 2, 4]
 
 
 def test_another_reference_changes_the_kl_and_not_the_samples(ppo_run, tmp_path):
@@ -61,18 +60,17 @@ def test_another_reference_changes_the_kl_and_not_the_samples(ppo_run, tmp_path)
     output = tmp_path / "other.json"
     result = evaluate_run(ppo_run, reference=str(other), output=output)
     assert json.loads(output.read_text()) == result
-    summary = json.loads((ppo_run / "summary.json").read_text())
+    summary = read_json(ppo_run / "summary.json")
     assert result["eval/reward_mean"] == pytest.approx(summary["eval_reward_after"], abs=1e-6)
     assert abs(result["eval/kl"] - summary["eval_kl_after"]) > 0.1
 
 
 def test_a_grpo_run_evaluated_again_repeats_its_final_evaluation(tiny_model_path, tmp_path):
-    flags = ["--model", str(tiny_model_path), "--output-dir", str(tmp_path), "--wandb", "disabled"]
-    result = run_trl_script("grpo.py", [*flags, *TRL_FLAGS])
+    result = run_tiny("grpo", tiny_model_path, tmp_path, "--steps", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     again = evaluate_run(run)
-    summary = json.loads((run / "summary.json").read_text())
+    summary = read_json(run / "summary.json")
     assert again["eval/reward_mean"] == pytest.approx(summary["eval_reward_after"], abs=1e-6)
     assert again["eval/kl"] == pytest.approx(summary["eval_kl_after"], abs=1e-4)
 

@@ -1,10 +1,10 @@
-"""End-to-end runs of experiments/ppo_sentiment.py, as a user runs it, with the tiny model.
+"""End-to-end runs of experiments/ppo.py, as a user runs it, with the tiny model.
 
     python -m pytest tests/test_experiment_ppo.py -q
-    python -m pytest -m slow -q          # only the run with the real default model
+    python -m pytest -m slow -q          # only the runs with the real default model
 
-Every run is a subprocess: the same command line, the same process start-up, the same
-exit status a user sees.
+Training runs are subprocesses (the same command line, start-up and exit status a user
+sees); bad input goes through the script's ``cli`` in-process.
 """
 
 from __future__ import annotations
@@ -18,52 +18,37 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.run_python import run_python
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "ppo_sentiment.py"
-TINY_FLAGS = [
-    "--iterations", "4", "--batch-size", "4", "--minibatches", "2", "--max-new-tokens", "6",
-    "--eval-prompts", "4", "--eval-batch-size", "4", "--eval-every", "2",
-    "--checkpoint-every", "2", "--lora-r", "4", "--threads", "1",
-]  # fmt: skip
-
-
-def run_script(args: list[str], *, launcher: list[str] | None = None, timeout: int = 300):
-    return run_python(SCRIPT, args, launcher=launcher, timeout=timeout)
-
-
-def run_tiny(model: Path, output_dir: Path, *flags: str, wandb: str = "disabled", **kwargs):
-    """The experiment on the tiny model with a tiny budget, plus ``flags``."""
-    args = ["--model", str(model), "--output-dir", str(output_dir), "--wandb", wandb]
-    return run_script([*args, *TINY_FLAGS, *flags], **kwargs)
-
-
-def only_run(output_dir: Path) -> Path:
-    runs = [p for p in output_dir.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def metrics_of(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+from rlm.checkpoint import list_checkpoints
+from tests.helpers import (
+    ROOT,
+    computed_metrics,
+    load_experiment,
+    metrics_of,
+    only_run,
+    read_json,
+    run_experiment,
+    run_tiny,
+    samples_of,
+)
 
 
 def final_trainable(run: Path) -> dict:
-    checkpoints = sorted((run / "checkpoints").glob("iter_*"))
-    return load_file(checkpoints[-1] / "trainable.safetensors")
+    return load_file(list_checkpoints(run / "checkpoints")[-1] / "trainable.safetensors")
 
 
 def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
-    result = run_tiny(tiny_model_path, tmp_path, wandb="offline")
+    result = run_tiny("ppo", tiny_model_path, tmp_path, wandb="offline")
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
+    assert run.name.startswith("rlm_Sentiment-v0__ppo__1__")
 
     # Parameters changed: LoRA's B matrices start at zero, so any non-zero one was trained.
     tensors = final_trainable(run)
     lora_b = [v for k, v in tensors.items() if "lora_B" in k]
     assert lora_b and max(float(v.abs().max()) for v in lora_b) > 0
     assert any("value_head" in k for k in tensors)
+    adapter = load_file(run / "policy" / "adapter_model.safetensors")  # the final policy
+    assert max(float(v.abs().max()) for k, v in adapter.items() if "lora_B" in k) > 0
 
     rows = metrics_of(run)
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
@@ -71,46 +56,52 @@ def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
     for key in ["reward/mean", "reward/std", "train/kl", "train/entropy", "train/policy_loss",
                 "train/value_loss", "train/clipfrac", "train/explained_variance",
                 "train/completion_length", "perf/tokens_per_second", "perf/time_generate",
-                "perf/time_score", "perf/time_update"]:  # fmt: skip
+                "perf/time_score", "perf/time_update", "perf/time_iteration"]:  # fmt: skip
         assert key in rows[1], key
     assert rows[-1]["perf/episodes"] == 16
 
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
-    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
-    assert {"prompt", "completion", "reward", "step"} <= set(samples[0])
-    meta = json.loads((run / "meta.json").read_text())
+    assert {"prompt", "completion", "reward", "step"} <= set(samples_of(run)[0])
+    meta = read_json(run / "meta.json")
     assert meta["status"] == "finished" and meta["packages"]["torch"]
-    config = json.loads((run / "config.json").read_text())
-    assert config["model"] == str(tiny_model_path) and config["iterations"] == 4
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["episodes"] == 16 and summary["wall_time_s"] > 0
+    config = read_json(run / "config.json")
+    assert config["algorithm"] == "ppo" and set(config) == {"algorithm", "run", "ppo"}
+    assert config["run"]["model"] == str(tiny_model_path) and config["run"]["steps"] == 4
+    assert config["ppo"]["minibatches"] == 2
+    summary = read_json(run / "summary.json")
+    assert summary["episodes"] == 16 and summary["steps"] == 4 and summary["wall_time_s"] > 0
     assert "held-out reward" in result.stdout
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == [
+        "checkpoint-2", "checkpoint-4",
+    ]  # fmt: skip
 
 
 def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
-    straight = run_tiny(tiny_model_path, tmp_path / "straight")
+    straight = run_tiny("ppo", tiny_model_path, tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    first = run_tiny(tiny_model_path, tmp_path / "split", "--stop-after", "2")
+    first = run_tiny("ppo", tiny_model_path, tmp_path / "split", "--stop-after", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     run = only_run(tmp_path / "split")
-    assert json.loads((run / "meta.json").read_text())["status"] == "stopped"
-    assert [r["step"] for r in metrics_of(run)] == [0, 1, 2]
+    assert read_json(run / "meta.json")["status"] == "stopped"
+    assert [r["step"] for r in metrics_of(run)] == [0, 1]
+    assert f"--resume {run}" in first.stdout
 
-    resumed = run_script(["--resume", str(run)])
+    resumed = run_experiment("ppo", ["--resume", str(run)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [r["step"] for r in metrics_of(run)] == [0, 1, 2, 3, 4]
-    assert json.loads((run / "meta.json").read_text())["status"] == "finished"
+    assert read_json(run / "meta.json")["status"] == "finished"
 
     # Restored weights, optimizer, RNG and rollout seeds: the same run as without the stop.
-    expected = final_trainable(only_run(tmp_path / "straight"))
-    got = final_trainable(run)
+    reference = only_run(tmp_path / "straight")
+    assert computed_metrics(run) == computed_metrics(reference)
+    expected, got = final_trainable(reference), final_trainable(run)
     assert expected.keys() == got.keys()
     for key in expected:
         assert (expected[key] - got[key]).abs().max() < 1e-5, key
-    straight_rewards = [r["reward/mean"] for r in metrics_of(only_run(tmp_path / "straight"))[1:]]
-    assert [r["reward/mean"] for r in metrics_of(run)[1:]] == pytest.approx(straight_rewards)
+
+    again = run_experiment("ppo", ["--resume", str(run)])
+    assert again.returncode == 2 and "already finished" in again.stderr
 
 
 REWARD_FLAGS = [
@@ -120,7 +111,7 @@ REWARD_FLAGS = [
 
 
 def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_model_path, tmp_path):
-    straight = run_tiny(tiny_model_path, tmp_path / "straight", *REWARD_FLAGS)
+    straight = run_tiny("ppo", tiny_model_path, tmp_path / "straight", *REWARD_FLAGS)
     assert straight.returncode == 0, straight.stderr[-3000:]
     run = only_run(tmp_path / "straight")
     rows = metrics_of(run)
@@ -139,24 +130,22 @@ def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_mo
             0.5 * row["eval/reward/vader"] + 0.5 * row["eval/reward/repetition"]
         )
         assert "eval/heldout_reward_mean" in row
-    summary = json.loads((run / "summary.json").read_text())
+    summary = read_json(run / "summary.json")
     assert summary["eval_heldout_reward_after"] == rows[-1]["eval/heldout_reward_mean"]
-    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
-    assert "heldout_textblob" in samples[0]
+    assert "heldout_textblob" in samples_of(run)[0]
 
     # The normaliser's running statistics are checkpointed: a resumed run is the same run.
-    split = run_tiny(tiny_model_path, tmp_path / "split", *REWARD_FLAGS, "--stop-after", "3")
+    split = run_tiny("ppo", tiny_model_path, tmp_path / "split", *REWARD_FLAGS, "--stop-after", "3")
     assert split.returncode == 0, split.stderr[-3000:]
-    resumed = run_script(["--resume", str(only_run(tmp_path / "split"))])
+    resumed = run_experiment("ppo", ["--resume", str(only_run(tmp_path / "split"))])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    got = [r["reward/mean"] for r in metrics_of(only_run(tmp_path / "split"))[1:]]
-    assert got == pytest.approx([r["reward/mean"] for r in rows[1:]])
+    assert computed_metrics(only_run(tmp_path / "split")) == computed_metrics(run)
 
 
 def test_two_processes(tiny_model_path, tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = run_tiny(
-        tiny_model_path, tmp_path, "--iterations", "2",
+        "ppo", tiny_model_path, tmp_path, "--steps", "2",
         launcher=[torchrun, "--standalone", "--nproc_per_node", "2"],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -164,10 +153,10 @@ def test_two_processes(tiny_model_path, tmp_path):
     rows = metrics_of(run)
     # Both processes rolled out their own batch: twice the episodes of one process.
     assert rows[-1]["perf/episodes"] == 2 * 2 * 4
-    last = sorted((run / "checkpoints").glob("iter_*"))[-1]
-    assert sorted(p.name for p in last.glob("rng_state_*.pt")) == [
-        "rng_state_0.pt",
-        "rng_state_1.pt",
+    last = run / "checkpoints" / "checkpoint-2"
+    assert sorted(p.name for p in last.glob("rng_state_*.json")) == [
+        "rng_state_0.json",
+        "rng_state_1.json",
     ]
 
 
@@ -178,6 +167,8 @@ def test_two_processes(tiny_model_path, tmp_path):
         (["--model", "./no/such/model"], "does not exist"),
         (["--lr", "-0.001"], "--lr must be a positive number"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "6", "--minibatches", "4"], "divisible by --minibatches x --grad-accum"),
+        (["--top-p", "0"], "--top-p must be in (0, 1]"),
         (["--env-id", "tests.fixture_envs:rlm_test/NaNReward-v0"], "rlm_test/NaNReward-v0"),
         (["--env-id", "tests.fixture_envs:rlm_test/ShortReward-v0"], "short_reward"),
         (["--reward", "vaderr"], "unknown reward 'vaderr'"),
@@ -185,32 +176,36 @@ def test_two_processes(tiny_model_path, tmp_path):
         (["--heldout-reward", "length"], "reward 'length'"),
         (["--reward", "repetition:m=2"], "has no option 'm'"),
         (["--reward-clip", "0"], "--reward-clip must be"),
+        (["--value-model", "./no/such/critic"], "does not exist"),
+        (["--resume", "/no/such/run"], "no config.json there"),
+        (["--config", "/no/such.yaml"], "does not exist"),
     ],
 )
 def test_bad_input_fails_in_one_line_without_a_run_folder(
-    tiny_model_path, tmp_path, flags, message
+    tiny_model_path, tmp_path, capsys, flags, message
 ):
     output = tmp_path / "runs"
-    result = run_tiny(tiny_model_path, output, *flags, timeout=120)
-    assert result.returncode == 2, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
+    base = ["--model", str(tiny_model_path), "--output-dir", str(output), "--wandb", "disabled"]
+    assert load_experiment("ppo").cli([*base, "--max-new-tokens", "4", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err[-3:]
+    assert not any("Traceback" in line for line in err)
     assert not output.exists() or not any(output.iterdir())
 
 
-def test_nan_reward_message_names_env_and_reward(tiny_model_path, tmp_path):
+def test_nan_reward_message_names_env_and_reward(tiny_model_path, tmp_path, capsys):
     env_id = "tests.fixture_envs:rlm_test/NaNReward-v0"
-    result = run_tiny(tiny_model_path, tmp_path / "runs", "--env-id", env_id, timeout=120)
-    last = result.stderr.strip().splitlines()[-1]
+    base = ["--model", str(tiny_model_path), "--output-dir", str(tmp_path), "--wandb", "disabled"]
+    assert load_experiment("ppo").cli([*base, "--env-id", env_id, "--max-new-tokens", "4"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "nan_reward" in last and "rlm_test/NaNReward-v0" in last and "nan" in last
 
 
 @pytest.mark.slow
 def test_real_default_model_runs_a_ppo_step(tmp_path):
-    flags = "--iterations 1 --batch-size 4 --minibatches 1 --epochs 1 --max-new-tokens 8"
+    flags = "--steps 1 --batch-size 4 --minibatches 1 --epochs 1 --max-new-tokens 8"
     flags += " --eval-prompts 4 --eval-batch-size 4 --threads 2 --wandb disabled"
-    result = run_script(["--output-dir", str(tmp_path), *flags.split()], timeout=600)
+    result = run_experiment("ppo", ["--output-dir", str(tmp_path), *flags.split()], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     rows = metrics_of(run)
@@ -218,42 +213,35 @@ def test_real_default_model_runs_a_ppo_step(tmp_path):
     assert rows[-1]["train/completion_length"] > 0
     tensors = final_trainable(run)
     assert max(float(v.abs().max()) for k, v in tensors.items() if "lora_B" in k) > 0
-    assert json.loads((run / "config.json").read_text())["model"] == "default"
+    assert read_json(run / "config.json")["run"]["model"] == "default"
 
 
-def test_token_budget_stops_after_the_iteration_that_reaches_it(tiny_model_path, tmp_path):
-    result = run_tiny(tiny_model_path, tmp_path, "--token-budget", "10")
+def test_token_budget_stops_after_the_step_that_reaches_it(tiny_model_path, tmp_path):
+    result = run_tiny("ppo", tiny_model_path, tmp_path, "--token-budget", "10")
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     rows = metrics_of(run)
     tokens = [r["perf/tokens"] for r in rows]
     assert tokens[0] == 0 and tokens[-1] >= 10 and all(t < 10 for t in tokens[:-1])
-    assert len(rows) - 1 < 4  # stopped before --iterations
+    assert len(rows) - 1 < 4  # stopped before --steps
     assert "eval/reward_mean" in rows[-1]  # the final evaluation still ran
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["iterations"] == rows[-1]["step"] and summary["algorithm"] == "ppo"
+    summary = read_json(run / "summary.json")
+    assert summary["steps"] == rows[-1]["step"] and summary["algorithm"] == "ppo"
     assert summary["generated_tokens"] == tokens[-1]
-    assert json.loads((run / "meta.json").read_text())["status"] == "finished"
-
-
-def test_multi_turn_environment_runs(tiny_model_path, tmp_path):
-    flags = "--env-id rlm/GuessNumber-v0 --prompt-format chat --iterations 2"
-    result = run_tiny(tiny_model_path, tmp_path, *flags.split())
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = only_run(tmp_path)
-    # The random tiny model never finds the number: every episode runs all five turns.
-    assert metrics_of(run)[-1]["train/turns"] == 5
-    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
-    assert "[env] " in samples[0]["completion"]
+    assert read_json(run / "meta.json")["status"] == "finished"
+    # A run that spent its budget is finished: resuming it is refused, not continued.
+    again = run_experiment("ppo", ["--resume", str(run)])
+    assert again.returncode == 2 and "already finished" in again.stderr
 
 
 def test_multi_turn_environment_trains(tiny_model_path, tmp_path):
-    flags = "--env-id tests.fixture_envs:rlm_test/Chatty-v0 --prompt-format chat --iterations 2"
-    result = run_tiny(tiny_model_path, tmp_path, *flags.split())
+    env = ["--env-id", "tests.fixture_envs:rlm_test/Chatty-v0", "--prompt-format", "chat"]
+    result = run_tiny("ppo", tiny_model_path, tmp_path, *env, "--steps", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     assert metrics_of(run)[-1]["train/turns"] == 3
     assert max(float(v.abs().max()) for k, v in final_trainable(run).items() if "lora_B" in k) > 0
+    assert "[env] " in samples_of(run)[0]["completion"]
 
 
 @pytest.mark.parametrize(
@@ -261,34 +249,67 @@ def test_multi_turn_environment_trains(tiny_model_path, tmp_path):
     [
         (["--value-model", "TINY"], "value_model."),  # a separate critic trunk
         (["--no-lora"], "policy.model.layers.0.mlp"),  # full fine-tuning, reference copy
-        (["--adaptive-kl", "--kl-estimator", "k3"], "lora_B"),
-        (["--grad-accum", "2", "--lr-schedule", "linear"], "lora_B"),
     ],
 )
-def test_options_train(tiny_model_path, tmp_path, flags, changed):
+def test_separate_critic_and_full_fine_tuning_train_their_weights(
+    tiny_model_path, tmp_path, flags, changed
+):
     flags = [str(tiny_model_path) if f == "TINY" else f for f in flags]
-    result = run_tiny(tiny_model_path, tmp_path, "--iterations", "2", *flags)
+    result = run_tiny("ppo", tiny_model_path, tmp_path, "--steps", "2", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     tensors = final_trainable(only_run(tmp_path))
     trained = {k: v for k, v in tensors.items() if changed in k}
     assert trained, list(tensors)[:5]
-    if "lora_B" in changed:
-        assert max(float(v.abs().max()) for v in trained.values()) > 0
-    else:  # trunk weights: compare with the tiny model they started from
-        initial = load_file(tiny_model_path / "model.safetensors")
+    initial = load_file(tiny_model_path / "model.safetensors")
 
-        # The policy's keys are "policy.model.…", the critic trunk's "value_model.…" (an
-        # AutoModel has no "model." level); the tiny model's file has "model.…".
-        def initial_key(key: str) -> str:
-            if key.startswith("policy."):
-                return key.removeprefix("policy.")
-            return "model." + key.removeprefix("value_model.")
+    # The policy's keys are "policy.model.…", the critic trunk's "value_model.…" (an
+    # AutoModel has no "model." level); the tiny model's file has "model.…".
+    def initial_key(key: str) -> str:
+        if key.startswith("policy."):
+            return key.removeprefix("policy.")
+        return "model." + key.removeprefix("value_model.")
 
-        moved = [float((v - initial[initial_key(k)]).abs().max()) for k, v in trained.items()]
-        assert max(moved) > 0
-    rows = metrics_of(only_run(tmp_path))
-    if "--adaptive-kl" in flags:
-        assert rows[-1]["train/kl_coef"] != 0.05  # the controller moved the coefficient
+    moved = [float((v - initial[initial_key(k)]).abs().max()) for k, v in trained.items()]
+    assert max(moved) > 0
+
+
+def test_adaptive_kl_moves_the_coefficient_and_k3_is_the_penalty(tiny_model_path, tmp_path):
+    """With k1 the per-episode penalty is -kl_coef x the sequence KL (train/kl); with k3
+    it is -kl_coef x the sum of k3 estimates, never positive and not that product."""
+    fixed = run_tiny("ppo", tiny_model_path, tmp_path / "k1", "--lr", "1e-2")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    k1 = metrics_of(only_run(tmp_path / "k1"))[1:]
+    assert any(abs(r["train/kl"]) > 1e-4 for r in k1)  # the policy left the reference
+    for row in k1:
+        assert row["train/kl_coef"] == 0.05
+        assert row["train/non_score_reward"] == pytest.approx(
+            -0.05 * row["train/kl"], rel=1e-5, abs=1e-7
+        )
+
+    flags = ["--lr", "1e-2", "--kl-estimator", "k3", "--adaptive-kl", "--target-kl", "0.5",
+             "--kl-horizon", "10"]  # fmt: skip
+    adaptive = run_tiny("ppo", tiny_model_path, tmp_path / "k3", *flags)
+    assert adaptive.returncode == 0, adaptive.stderr[-3000:]
+    k3 = metrics_of(only_run(tmp_path / "k3"))[1:]
+    # The controller's rule (Ziegler et al. 2019) on the logged KL of each batch of 4:
+    # value *= 1 + clip(kl / target - 1, -0.2, 0.2) * 4 / horizon.
+    used = 0.05  # the coefficient of a step's penalty is the one before its update
+    for row in k3:
+        error = min(max(row["train/kl"] / 0.5 - 1, -0.2), 0.2)
+        assert row["train/kl_coef"] == pytest.approx(used * (1 + error * 4 / 10), rel=1e-9)
+        assert row["train/kl_coef"] != used
+        assert row["train/non_score_reward"] <= 1e-9  # k3 >= 0
+        if abs(row["train/kl"]) > 1e-4:
+            assert row["train/non_score_reward"] != pytest.approx(-used * row["train/kl"], rel=1e-3)
+        used = row["train/kl_coef"]
+
+
+def test_linear_schedule_lowers_the_learning_rate_every_step(tiny_model_path, tmp_path):
+    result = run_tiny("ppo", tiny_model_path, tmp_path, "--lr-schedule", "linear")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lrs = [r["train/lr"] for r in metrics_of(only_run(tmp_path))[1:]]
+    # 4 steps x 2 epochs x 2 minibatches = 16 optimizer steps from 1e-3 down to 0.
+    assert lrs == pytest.approx([1e-3 * (1 - 4 * k / 16) for k in range(1, 5)])
 
 
 def test_list_envs_cli():

@@ -26,7 +26,7 @@ import envs  # noqa: F401  (registers the rlm/ environments)
 from envs.guess_number import PROMPT
 from rlm.env import TextEnv, TextVectorEnv
 from rlm.errors import ConfigError
-from rlm.evaluation import evaluate
+from rlm.evaluation import Evaluator
 from rlm.models import load_causal_lm, load_tokenizer
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.rollout import (
@@ -281,8 +281,7 @@ def test_scored_logprobs_are_those_generate_sampled_from(
     monkeypatch.setattr(model.policy, "generate", spy)
     torch.manual_seed(0)
     episodes = collect(model, tokenizer, vector_env, fmt, max_new_tokens=6, temperature=temperature)
-    score_episodes(model, episodes, micro_batch_size=2, temperature=temperature)
-    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
+    scored = score_episodes(model, episodes, micro_batch_size=2, temperature=temperature)
 
     # The point of the test: some generate call ran on left-padded contexts of different lengths.
     assert any(call.attention_mask.sum(1).unique().numel() > 1 for call in spy.calls)
@@ -306,11 +305,11 @@ def test_scored_logprobs_are_those_generate_sampled_from(
             assert call.sequences[row, width : width + end - start].tolist() == tokens.tolist()
             sampled = torch.log_softmax(call.scores[row, : end - start], dim=-1)
             expected = sampled.gather(-1, tokens[:, None]).squeeze(-1)
-            torch.testing.assert_close(episodes.logprobs[i, start:end], expected, atol=1e-4, rtol=0)
+            torch.testing.assert_close(scored.logprobs[i, start:end], expected, atol=1e-4, rtol=0)
             checked += end - start
     assert checked == int(episodes.action_mask.sum())
     # Only the policy's tokens carry log-probs.
-    assert (episodes.logprobs[episodes.action_mask == 0] == 0).all()
+    assert (scored.logprobs[episodes.action_mask == 0] == 0).all()
 
 
 def test_reference_is_the_policy_without_the_adapter(policy: tuple[ActorCritic, Any]) -> None:
@@ -318,21 +317,20 @@ def test_reference_is_the_policy_without_the_adapter(policy: tuple[ActorCritic, 
     vector_env = make_envs("rlm/Sentiment-v0", num_envs=2)
     torch.manual_seed(0)
     episodes = collect(model, tokenizer, vector_env, "plain", max_new_tokens=4)
-    score_episodes(model, episodes, micro_batch_size=2, temperature=1.0)
-    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
+    scored = score_episodes(model, episodes, micro_batch_size=2, temperature=1.0)
     # LoRA's B starts at zero: the adapted policy is the reference.
-    torch.testing.assert_close(episodes.logprobs, episodes.ref_logprobs, atol=1e-6, rtol=0)
-    reference = episodes.ref_logprobs.clone()
+    torch.testing.assert_close(scored.logprobs, scored.ref_logprobs, atol=1e-6, rtol=0)
+    reference = scored.ref_logprobs.clone()
 
     with torch.no_grad():
         for name, parameter in model.policy.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(std=0.5)
-    score_episodes(model, episodes, micro_batch_size=2, temperature=1.0)
+    scored = score_episodes(model, episodes, micro_batch_size=2, temperature=1.0)
     actions = episodes.action_mask.bool()
-    gap = (episodes.logprobs - episodes.ref_logprobs)[actions].abs()
+    gap = (scored.logprobs - scored.ref_logprobs)[actions].abs()
     assert gap.max() > 1e-2
-    torch.testing.assert_close(episodes.ref_logprobs, reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(scored.ref_logprobs, reference, atol=1e-6, rtol=0)
 
 
 # --- 2. single-turn layout -------------------------------------------------------------
@@ -352,9 +350,8 @@ def test_a_given_reference_replaces_the_disabled_adapter(
     episodes = collect(
         model, tokenizer, make_envs("rlm/Sentiment-v0", 2), "plain", max_new_tokens=4
     )
-    score_episodes(model, episodes, micro_batch_size=2, temperature=1.0)
-    assert episodes.logprobs is not None and episodes.ref_logprobs is not None
-    gap = (episodes.logprobs - episodes.ref_logprobs)[episodes.action_mask.bool()].abs()
+    scored = score_episodes(model, episodes, micro_batch_size=2, temperature=1.0)
+    gap = (scored.logprobs - scored.ref_logprobs)[episodes.action_mask.bool()].abs()
     assert gap.max() > 1e-2  # scored by the other weights, not by the policy without adapter
 
 
@@ -593,18 +590,21 @@ def test_sample_rows() -> None:
 
 def test_evaluate_is_reproducible_and_keeps_the_rng(policy: tuple[ActorCritic, Any]) -> None:
     model, tokenizer = policy
-    vector_env = make_envs("rlm/Sentiment-v0", num_envs=2, split="eval")
     kwargs: dict[str, Any] = dict(
+        reward=None,
+        heldout=None,
         num_prompts=4,
+        batch_size=2,
         generation=GenerationSettings(max_new_tokens=4),
         prompt_format=PlainFormat(),
         seed=3,
     )
+    evaluator = Evaluator("rlm/Sentiment-v0", **kwargs)
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    first = evaluate(model, tokenizer, vector_env, **kwargs)
+    first = evaluator(model, tokenizer)
     assert torch.equal(torch.get_rng_state(), state), "evaluation must not move the global RNG"
-    second = evaluate(model, tokenizer, vector_env, **kwargs)
+    second = evaluator(model, tokenizer)
     assert first == second
     metrics, rows = first
     assert set(metrics) == {
@@ -617,15 +617,31 @@ def test_evaluate_is_reproducible_and_keeps_the_rng(policy: tuple[ActorCritic, A
     assert metrics["eval/kl"] == pytest.approx(0.0, abs=1e-5)  # LoRA B is zero at init
     assert metrics["eval/completion_length"] == pytest.approx(4.0)
     # The first prompts of the split, in order.
-    assert [row["prompt"] for row in rows] == [t["prompt"] for t in vector_env.envs[0].tasks[:4]]
-    other = evaluate(model, tokenizer, vector_env, **{**kwargs, "seed": 4})
+    tasks = make_envs("rlm/Sentiment-v0", num_envs=1, split="eval").envs[0].tasks
+    assert [row["prompt"] for row in rows] == [t["prompt"] for t in tasks[:4]]
+    other = Evaluator("rlm/Sentiment-v0", **{**kwargs, "seed": 4})(model, tokenizer)
     assert other[1] != rows
 
-    available = len(vector_env.envs[0].tasks)
-    with pytest.raises(ConfigError, match="eval split has"):
-        evaluate(model, tokenizer, vector_env, **{**kwargs, "num_prompts": available + 2})
-    with pytest.raises(ConfigError, match="multiple of the eval batch"):
-        evaluate(model, tokenizer, vector_env, **{**kwargs, "num_prompts": 3})
+
+def test_evaluation_takes_the_prompts_the_split_has_in_batches_of_at_most_the_batch_size(
+    policy: tuple[ActorCritic, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, tokenizer = policy
+    settings: dict[str, Any] = dict(
+        reward=None, heldout=None, generation=GenerationSettings(max_new_tokens=3),
+        prompt_format=PlainFormat(), seed=3,
+    )  # fmt: skip
+    # 5 prompts in batches of at most 2: 2 + 2 + 1, the same prompts as in one batch of 5.
+    uneven = Evaluator("rlm/Sentiment-v0", num_prompts=5, batch_size=2, **settings)
+    metrics, rows = uneven(model, tokenizer)
+    assert len(rows) == 5 and sorted(uneven._envs) == [1, 2]
+    whole = Evaluator("rlm/Sentiment-v0", num_prompts=5, batch_size=5, **settings)
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in whole(model, tokenizer)[1]]
+    # More prompts than GuessNumber's eval split has (20): all of them, with a warning.
+    with caplog.at_level("WARNING"):
+        small = Evaluator("rlm/GuessNumber-v0", num_prompts=64, batch_size=32, **settings)
+    assert (small.num_prompts, small.batch_size) == (20, 20)
+    assert "the eval split has 20 prompts" in caplog.text
 
 
 def test_auto_prompt_format_is_chat_only_for_conversational_tasks_with_a_template(tiny_model_path):

@@ -233,12 +233,3 @@ def test_open_without_config_is_a_config_error(tmp_path, make):
         path.mkdir()
     with pytest.raises(ConfigError, match="no config.json"):
         RunDir.open(path)
-
-
-def test_remove_deletes_the_folder(tmp_path):
-    run = RunDir.create(tmp_path, "demo", {})
-    run.checkpoints_dir.mkdir()
-    (run.checkpoints_dir / "model.safetensors").write_bytes(b"x")
-    run.remove()
-    assert not run.path.exists()
-    assert tmp_path.exists()

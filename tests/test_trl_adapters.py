@@ -9,6 +9,7 @@ what TRL 1.16 passes in and expects back (see ``GRPOTrainer._generate`` and
 
 from __future__ import annotations
 
+from itertools import groupby
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,7 +32,7 @@ from rlm.trl_adapters import (
     task_dataset,
     task_key,
 )
-from tests.fixture_envs import ChattyEnv
+from tests.fixture_envs import ChattyEnv, length_reward
 
 
 class PartsReward:
@@ -170,7 +171,18 @@ def test_rollout_func_plays_the_environment_and_masks_its_replies(tiny_model_pat
         env_text = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m == 0])
         assert env_text.count("Tell me more.") == 2
     assert counter.tokens == sum(sum(m) for m in out["env_mask"])
-    assert out["episode_return"] == pytest.approx(
+    # Each episode's return is the sum of what the environment's reward gave its turns:
+    # Chatty scores each turn's completion by its length.
+    for ids, mask, episode_return in zip(
+        out["completion_ids"], out["env_mask"], out["episode_return"], strict=True
+    ):
+        pairs = zip(ids, mask, strict=True)
+        turns = [[t for t, _ in run] for m, run in groupby(pairs, key=lambda x: x[1]) if m]
+        texts = [tokenizer.decode(turn, skip_special_tokens=True) for turn in turns]
+        assert len(texts) == 3
+        assert episode_return == pytest.approx(sum(length_reward([""] * 3, texts)))
+    assert (
         EpisodeReward()(prompts, [""] * 4, episode_return=out["episode_return"])
+        == (out["episode_return"])
     )
     assert isinstance(rollout.policy, ActorCritic)  # wrapped once, on the first call

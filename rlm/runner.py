@@ -1,0 +1,420 @@
+"""The one experiment runner: every algorithm's run goes through :func:`run_experiment`.
+
+    settings ─> validate ─> policy (+LoRA) ─> environments and rewards ─> evaluate before
+      ─> run folder and trackers ─> the algorithm trains, calling Run.end_step each step
+         (counters, evaluation every N steps, logging, checkpoints, stop) ─> policy/
+      ─> summary.json; on an error the run is marked failed
+
+An algorithm is a small :class:`Algorithm` subclass: PPO's loop over
+:class:`rlm.ppo_learner.PPOLearner` (experiments/ppo.py), or a TRL trainer driven through
+:mod:`rlm.trl_runner` (experiments/grpo.py, rloo.py, sft.py). Everything else, including
+resuming, is here once.
+
+Example:
+    >>> summary = run_experiment(config.run, PPO(config.ppo), config)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, set_seed
+from peft import PeftModel
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlm.checkpoint import (
+    checkpoint_path,
+    complete_checkpoint,
+    list_checkpoints,
+    read_run_state,
+)
+from rlm.env import TextEnv, TextVectorEnv, check_env_id, make_text_vector_env
+from rlm.errors import ConfigError
+from rlm.evaluation import Evaluator
+from rlm.models import load_causal_lm, resolve_model_path
+from rlm.policy import ActorCritic, add_lora
+from rlm.rewards import RewardFunction
+from rlm.rollout import PromptFormat, make_prompt_format, resolve_prompt_format
+from rlm.run import RunDir, make_run_name, to_plain
+from rlm.scorers import Normalized, make_reward
+from rlm.settings import RunSettings, eval_seed, resolve_dtype
+from rlm.tracking import NullTracker, Tracker, tracker_for
+
+
+class Algorithm:
+    """What an algorithm tells the runner. Subclasses set :attr:`name` and :meth:`train`."""
+
+    name: ClassVar[str]
+    """Short name: the config section, the run name's experiment part, ``summary.json``."""
+    generates: ClassVar[bool] = True
+    """Whether training generates tokens (SFT learns from demonstrations and does not)."""
+
+    def validate(self, settings: RunSettings) -> None:
+        """Raise :class:`ConfigError` for settings this algorithm cannot run with."""
+
+    def actor_critic(
+        self, policy: PreTrainedModel | PeftModel, settings: RunSettings, dtype: torch.dtype
+    ) -> ActorCritic:
+        """The policy as the rollout path and the evaluation use it (and PPO trains it)."""
+        return ActorCritic(policy)
+
+    def prepare(self, env: TextEnv, settings: RunSettings) -> None:
+        """Check the environment and build what can fail on bad input, before any folder
+        is written (for example SFT's demonstrations)."""
+
+    def train(self, run: Run) -> None:
+        """Train from ``run.start_step`` on, calling :meth:`Run.end_step` after each step."""
+        raise NotImplementedError
+
+    def save_policy(self, run: Run, folder: Path) -> None:
+        """Write the trained policy where ``--model`` can load it (adapter or full model)."""
+        if run.state.is_main_process:
+            run.policy.policy.save_pretrained(str(folder))
+            run.tokenizer.save_pretrained(str(folder))
+
+
+@dataclasses.dataclass
+class StepEnd:
+    """What the algorithm does after a step: save a checkpoint, stop training."""
+
+    save: bool
+    stop: bool
+
+
+@dataclasses.dataclass
+class Run:
+    """A run being trained: what is set up for the algorithm, and the step bookkeeping."""
+
+    settings: RunSettings
+    algorithm: Algorithm
+    state: PartialState
+    policy: ActorCritic
+    tokenizer: PreTrainedTokenizerBase
+    train_envs: TextVectorEnv
+    """``batch_size`` environments of the train split, scoring with the training reward."""
+    heldout: RewardFunction | None
+    normalizer: Normalized | None
+    prompt_kind: Literal["plain", "chat"]
+    prompt_format: PromptFormat
+    evaluator: Evaluator
+    run_dir: RunDir
+    tracker: Tracker | NullTracker
+    checkpoint: Path | None
+    """The checkpoint training resumes from (None for a fresh run)."""
+    start_step: int
+    eval_before: dict[str, float]
+    tokens: int = 0
+    episodes: int = 0
+    step: int = 0
+    finished: bool = False
+    stopped: bool = False
+    wall_time_before: float = 0.0
+    """Seconds an interrupted run had trained before this process resumed it."""
+    last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
+    _started: float = dataclasses.field(default_factory=time.perf_counter)
+    _step_started: float = dataclasses.field(default_factory=time.perf_counter)
+    _step_started_cpu: float = dataclasses.field(default_factory=time.process_time)
+    _progress: Any = None
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.run_dir.checkpoints_dir
+
+    def begin_step(self) -> None:
+        """Mark the start of a step: its wall time is logged as ``perf/time_iteration``, the
+        CPU time of this process as ``perf/time_iteration_cpu`` (comparable across runs
+        that share the machine's cores, which wall times are not)."""
+        self._step_started = time.perf_counter()
+        self._step_started_cpu = time.process_time()
+
+    def end_step(
+        self, step: int, metrics: dict[str, float], *, tokens: int, episodes: int
+    ) -> StepEnd:
+        """Count the step's generated ``tokens`` and ``episodes`` (all processes), evaluate
+        when due, log, and say whether to save a checkpoint and whether to stop.
+
+        The last step (``--steps``, or the one that spends ``--token-budget``) is always
+        evaluated and saved; ``--stop-after`` saves and stops before the end.
+        """
+        settings = self.settings
+        self.step, self.tokens, self.episodes = step, self.tokens + tokens, self.episodes + episodes
+        spent = settings.token_budget is not None and self.tokens >= settings.token_budget
+        self.finished = step >= settings.steps or spent
+        metrics = {**metrics, "perf/episodes": self.episodes, "perf/tokens": self.tokens}
+        if step % settings.eval_every == 0 or self.finished:
+            metrics.update(self.evaluate(step))
+        metrics["perf/time_iteration"] = time.perf_counter() - self._step_started
+        metrics["perf/time_iteration_cpu"] = time.process_time() - self._step_started_cpu
+        self.tracker.log(metrics, step=step)
+        self._show_progress(step, metrics)
+        self.stopped = (
+            not self.finished and settings.stop_after is not None and step >= settings.stop_after
+        )
+        save = step % settings.checkpoint_every == 0 or self.finished or self.stopped
+        return StepEnd(save=save, stop=self.finished or self.stopped)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Held-out evaluation on the main process (the others wait); its samples logged."""
+        metrics: dict[str, float] = {}
+        if self.state.is_main_process:
+            metrics, rows = self.evaluator(self.policy, self.tokenizer)
+            self.tracker.log_samples(rows[: self.settings.samples_logged], step=step)
+            self.last_eval = metrics
+        self.state.wait_for_everyone()
+        return metrics
+
+    def save_checkpoint(self, step: int, save: Callable[[Path], None]) -> None:
+        """``save`` writes the algorithm's state into the step's folder; then the runner's."""
+        folder = checkpoint_path(self.checkpoints_dir, step)
+        save(folder)
+        self.complete_checkpoint(folder)
+
+    def complete_checkpoint(self, folder: Path) -> None:
+        """Add the runner's state to a checkpoint folder the algorithm has written."""
+        if self.state.is_main_process:
+            state = {
+                "step": self.step,
+                "finished": self.finished,
+                "counters": {"tokens": self.tokens, "episodes": self.episodes},
+                "eval_before": self.eval_before,
+                "reward_normalizer": self.normalizer.state_dict() if self.normalizer else None,
+                "wall_time_s": self.wall_time_before + time.perf_counter() - self._started,
+            }
+            complete_checkpoint(folder, state)
+        self.state.wait_for_everyone()
+
+    def open_progress(self) -> None:
+        """The progress bar over the run's steps, with reward and KL."""
+        self._progress = tqdm(
+            total=self.settings.steps, initial=self.start_step,
+            desc=self.algorithm.name.upper(), disable=not self.state.is_main_process,
+        )  # fmt: skip
+
+    def _show_progress(self, step: int, metrics: dict[str, float]) -> None:
+        if self._progress is None:
+            return
+        self._progress.update(step - self._progress.n)
+        postfix = {}
+        if "reward/mean" in metrics:
+            postfix["reward"] = f"{metrics['reward/mean']:.3f}"
+        for key, label in (("train/kl", "kl"), ("train/kl_per_token", "kl/token")):
+            if key in metrics:
+                postfix[label] = f"{metrics[key]:.3f}"
+        if "train/loss" in metrics and not postfix:
+            postfix["loss"] = f"{metrics['train/loss']:.3f}"
+        self._progress.set_postfix(postfix)
+
+    def close_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+
+
+def make_rewards(
+    settings: RunSettings, env: TextEnv
+) -> tuple[RewardFunction, Normalized | None, RewardFunction | None]:
+    """The reward (``env``'s own, or --reward's, whose ``env`` term is ``env``'s), its
+    normalised form for training (or None) and the held-out reward (or None)."""
+    env_reward = env.reward_fn
+    reward = make_reward(settings.reward, env_reward) if settings.reward else env_reward
+    normalizer = None
+    if settings.normalize_reward or settings.reward_clip is not None:
+        normalizer = Normalized(
+            reward, normalize=settings.normalize_reward, clip=settings.reward_clip
+        )
+    heldout = make_reward(settings.heldout_reward, env_reward) if settings.heldout_reward else None
+    return reward, normalizer, heldout
+
+
+def make_evaluator(
+    settings: RunSettings,
+    env_id: str,
+    prompt_format: PromptFormat,
+    reward: RewardFunction,
+    heldout: RewardFunction | None,
+    num_prompts: int | None = None,
+) -> Evaluator:
+    """The run's held-out evaluation: its prompts, sampling, seed and rewards."""
+    return Evaluator(
+        env_id, reward=reward if settings.reward else None, heldout=heldout,
+        num_prompts=num_prompts or settings.eval_prompts, batch_size=settings.eval_batch_size,
+        generation=settings.generation, prompt_format=prompt_format,
+        seed=eval_seed(settings.seed),
+    )  # fmt: skip
+
+
+def _resume_point(settings: RunSettings) -> tuple[RunDir, Path, dict[str, Any]]:
+    assert settings.resume is not None
+    run_dir = RunDir.open(settings.resume)
+    checkpoints = list_checkpoints(run_dir.checkpoints_dir)
+    if not checkpoints:
+        raise ConfigError(f"--resume {settings.resume}: the run has no checkpoint to resume")
+    state = read_run_state(checkpoints[-1])
+    if state["finished"]:
+        raise ConfigError(
+            f"--resume {settings.resume}: the run already finished (step {state['step']}); "
+            "evaluate it with scripts/evaluate_run.py, or start a new run with --config "
+            f"{run_dir.config_path}"
+        )
+    return run_dir, checkpoints[-1], state
+
+
+def run_experiment(
+    settings: RunSettings, algorithm: Algorithm, config: object
+) -> dict[str, Any] | None:
+    """Train ``algorithm`` as ``settings`` say; return the summary (None if stopped early).
+
+    ``config`` is the script's whole config (the shared settings and the algorithm's),
+    written to ``config.json`` with the algorithm's name.
+    """
+    wall_start = time.perf_counter()
+    settings.validate()
+    algorithm.validate(settings)
+    if not algorithm.generates and settings.token_budget is not None:
+        raise ConfigError(f"{algorithm.name} generates no tokens: --token-budget does not apply")
+    env_id = check_env_id(settings.env_id)  # "module:id" imports module, then the bare id
+    resolve_model_path(settings.model)  # fail on a bad path before any slow work
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+
+    # --- set-up: environments and rewards, processes, policy
+    train_envs = make_text_vector_env(env_id, settings.batch_size, split="train")
+    env = train_envs.envs[0]
+    algorithm.prepare(env, settings)
+    reward, normalizer, heldout = make_rewards(settings, env)
+    train_envs.set_reward(normalizer or reward)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    set_seed(settings.seed + state.process_index)
+    dtype = resolve_dtype(settings.dtype)
+    policy: PreTrainedModel | PeftModel
+    policy, tokenizer = load_causal_lm(settings.model, dtype=dtype)
+    if settings.lora_settings is not None:
+        policy = add_lora(policy, settings.lora_settings)
+    policy.to(state.device)
+    actor_critic = algorithm.actor_critic(policy, settings, dtype).to(state.device)
+    prompt_kind = resolve_prompt_format(
+        settings.prompt_format, tokenizer, conversational=env.conversational
+    )
+    prompt_format = make_prompt_format(prompt_kind, tokenizer)
+    evaluator = make_evaluator(settings, env_id, prompt_format, reward, heldout)
+
+    # --- where to start: a fresh run (evaluated first, so that a broken reward fails
+    # before any folder is written) or the newest checkpoint of an interrupted one.
+    checkpoint, resumed = None, None
+    before: dict[str, float] = {}
+    before_rows: list[dict[str, Any]] = []
+    if settings.resume is not None:
+        run_dir, checkpoint, resumed = _resume_point(settings)
+        before = resumed["eval_before"]
+        if normalizer is not None and resumed["reward_normalizer"] is not None:
+            normalizer.load_state_dict(resumed["reward_normalizer"])
+    else:
+        if state.is_main_process:
+            before, before_rows = evaluator(actor_critic, tokenizer)
+        # One name for all processes (it holds a timestamp), one process creates the folder.
+        default_name = make_run_name(env_id, settings.exp_name or algorithm.name, settings.seed)
+        name = broadcast_object_list([settings.tracking.run_name or default_name])[0]
+        if state.is_main_process:
+            RunDir.create(settings.tracking.output_dir, name, run_config(algorithm, config))
+        state.wait_for_everyone()
+        run_dir = RunDir.open(settings.tracking.output_dir / name)
+    tracker: Tracker | NullTracker = NullTracker()
+    if state.is_main_process:
+        tracker = tracker_for(
+            run_dir, settings.tracking, run_dir.read_config(), resume=resumed is not None
+        )
+    run = Run(
+        settings=settings, algorithm=algorithm, state=state, policy=actor_critic,
+        tokenizer=tokenizer, train_envs=train_envs, heldout=heldout, normalizer=normalizer,
+        prompt_kind=prompt_kind, prompt_format=prompt_format, evaluator=evaluator,
+        run_dir=run_dir, tracker=tracker, checkpoint=checkpoint,
+        start_step=resumed["step"] if resumed else 0, eval_before=before,
+    )  # fmt: skip
+    if resumed is not None:
+        run.step = resumed["step"]
+        run.tokens, run.episodes = resumed["counters"]["tokens"], resumed["counters"]["episodes"]
+        run.wall_time_before = resumed["wall_time_s"]
+    else:
+        tracker.log({**before, "perf/episodes": 0, "perf/tokens": 0}, step=0)
+        tracker.log_samples(before_rows[: settings.samples_logged], step=0)
+
+    # --- training, then the policy and the summary
+    try:
+        run.open_progress()
+        algorithm.train(run)
+        run.close_progress()
+        if not run.finished:
+            tracker.finish("stopped")
+            if state.is_main_process:
+                print(f"stopped after step {run.step}; continue with --resume {run_dir.path}")
+            return None
+        algorithm.save_policy(run, run_dir.path / "policy")
+        state.wait_for_everyone()
+        summary = _summary(run, wall_start)
+        if state.is_main_process:
+            (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2))
+            _print_summary(run, summary)
+    except BaseException as exc:
+        tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    tracker.finish("finished")
+    return summary
+
+
+def run_config(algorithm: Algorithm, config: object) -> dict[str, Any]:
+    """``config.json``: the algorithm's name, then the script's config as plain JSON.
+
+    ``resume`` and ``stop_after`` are left out (null): they belong to one command, and
+    ``--config`` with the file starts the same run again.
+    """
+    plain = to_plain(config)
+    assert isinstance(plain, dict) and isinstance(plain.get("run"), dict)
+    plain["run"].update(resume=None, stop_after=None)
+    return {"algorithm": algorithm.name, **plain}
+
+
+def _summary(run: Run, wall_start: float) -> dict[str, Any]:
+    before, after = run.eval_before, run.last_eval
+    nan = float("nan")
+    summary: dict[str, Any] = {
+        "algorithm": run.algorithm.name,
+        "eval_reward_before": before.get("eval/reward_mean", nan),
+        "eval_reward_after": after.get("eval/reward_mean", nan),
+        "eval_reward_sem_before": before.get("eval/reward_sem", nan),
+        "eval_reward_sem_after": after.get("eval/reward_sem", nan),
+        "eval_kl_after": after.get("eval/kl", nan),
+    }
+    if run.heldout is not None:
+        summary["eval_heldout_reward_before"] = before.get("eval/heldout_reward_mean", nan)
+        summary["eval_heldout_reward_after"] = after.get("eval/heldout_reward_mean", nan)
+    summary.update(
+        steps=run.step,
+        episodes=run.episodes,
+        generated_tokens=run.tokens,
+        wall_time_s=run.wall_time_before + time.perf_counter() - wall_start,
+    )
+    return summary
+
+
+def _print_summary(run: Run, summary: dict[str, Any]) -> None:
+    print(
+        f"\nheld-out reward {summary['eval_reward_before']:+.3f} -> "
+        f"{summary['eval_reward_after']:+.3f} (KL to reference "
+        f"{summary['eval_kl_after']:.2f} nats), {summary['generated_tokens']} tokens, "
+        f"{summary['wall_time_s']:.0f} s; run folder {run.run_dir.path}"
+    )
+    if run.heldout is not None:
+        print(
+            f"held-out reward model: {summary['eval_heldout_reward_before']:+.3f} -> "
+            f"{summary['eval_heldout_reward_after']:+.3f} (scored, never trained on)"
+        )
+    print(f"TensorBoard: tensorboard --logdir {run.run_dir.tensorboard_dir}")
+    if run.tracker.wandb_mode == "offline":
+        print(f"W&B (offline): wandb sync {run.run_dir.path / 'wandb'}/offline-run-*")

@@ -1,0 +1,257 @@
+"""TRL's trainers as algorithms of rlm's runner: GRPO, RLOO and SFT on rlm's environments.
+
+The runner (:mod:`rlm.runner`) loads the policy with its LoRA adapter, builds the
+environments and rewards, evaluates before training and opens the run folder; a
+:class:`TRLAlgorithm` then builds its trainer around that same policy and trains it,
+while :class:`RunCallback` hands every step to :meth:`rlm.runner.Run.end_step`: TRL's
+metrics under rlm's names, the token counters, held-out evaluations, the token budget,
+``--stop-after`` and checkpoints (TRL writes its files into ``checkpoints/checkpoint-N``
+when the runner asks, the runner adds its own state). ``--resume`` is TRL's
+``resume_from_checkpoint`` on the newest of those folders.
+
+The shared settings map onto TRL's arguments once, here (:func:`trainer_arguments`,
+:func:`sampling_arguments`): ``--steps`` is ``max_steps``, ``--kl-coef`` is ``beta``,
+``--epochs`` is ``num_iterations`` (passes over each batch of completions),
+``--clip-range`` is ``epsilon``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from rlm.checkpoint import checkpoint_path
+from rlm.errors import ConfigError
+from rlm.policy import peft_quietly
+from rlm.runner import Algorithm, Run
+from rlm.settings import RunSettings, resolve_dtype
+from rlm.trl_adapters import EnvReward, EnvRollout, EpisodeReward, TokenCounter
+from rlm.validation import check_ranges
+
+# transformers 5 renamed gradient_checkpointing (TRL's default: on) to activation_checkpointing.
+_CHECKPOINTING_FLAG = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+    else "gradient_checkpointing"
+)
+
+
+@dataclass
+class GroupSettings:
+    """What GRPO and RLOO share: groups of completions per prompt, a KL weight, clipping."""
+
+    num_generations: int = 4
+    """Completions sampled per prompt: the group whose rewards form the baseline."""
+    kl_coef: float = 0.05
+    """Weight of the KL to the reference (adapter off) in the loss or reward (TRL's beta)."""
+    epochs: int = 1
+    """Passes over each batch of completions (TRL's num_iterations)."""
+    clip_range: float = 0.2
+    """Clipping of the probability ratio (TRL's epsilon)."""
+
+    def validate(self, settings: RunSettings) -> None:
+        """Raise :class:`ConfigError` for values out of range for ``settings``' batch."""
+        check_ranges(self, at_least_one=["epochs"], positive=["clip_range"],
+                     non_negative=["kl_coef"])  # fmt: skip
+        if self.num_generations < 2:
+            raise ConfigError(
+                "--num-generations must be at least 2 (the group baseline), got "
+                f"{self.num_generations}"
+            )
+        if settings.batch_size % self.num_generations:
+            raise ConfigError(
+                f"--batch-size ({settings.batch_size}) must be a multiple of --num-generations "
+                f"({self.num_generations}): each prompt's completions form one group"
+            )
+
+
+def trainer_arguments(settings: RunSettings, output_dir: Path) -> dict[str, Any]:
+    """Keyword arguments of every TRL config here (``GRPOConfig``, ``RLOOConfig``,
+    ``SFTConfig``), from the shared settings.
+
+    Gradient checkpointing (TRL's default) is off: it turns generation's KV cache off and
+    made TRL's GRPO ~10x slower here. The runner logs (``report_to="none"``, every step)
+    and decides when to save (``save_strategy="no"``; the callback asks for a save).
+    """
+    return {
+        "output_dir": str(output_dir),
+        "seed": settings.seed,
+        "max_steps": settings.steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "learning_rate": settings.lr,
+        "lr_scheduler_type": settings.lr_schedule,
+        "weight_decay": settings.weight_decay,
+        "max_grad_norm": settings.max_grad_norm,
+        _CHECKPOINTING_FLAG: False,
+        "bf16": resolve_dtype(settings.dtype) == torch.bfloat16,
+        "fp16": False,
+        "use_cpu": not torch.cuda.is_available(),
+        "logging_steps": 1,
+        "report_to": "none",
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "dataloader_num_workers": 0,
+    }
+
+
+def sampling_arguments(settings: RunSettings, group: GroupSettings) -> dict[str, Any]:
+    """``GRPOConfig``/``RLOOConfig`` arguments: sampling, groups, KL weight, clipping."""
+    return {
+        "num_generations": group.num_generations,
+        "max_completion_length": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "top_k": settings.top_k,
+        "beta": group.kl_coef,
+        "num_iterations": group.epochs,
+        "epsilon": group.clip_range,
+        "generation_kwargs": {"use_cache": True},
+    }
+
+
+def reward_functions(run: Run, counter: TokenCounter) -> tuple[Any, EnvRollout | None]:
+    """The environment as TRL's reward function, and for a multi-turn environment the
+    ``rollout_func`` that plays it (GRPO's only)."""
+    env = run.train_envs.envs[0]
+    if not env.multi_turn:
+        return EnvReward(env, counter), None
+    rollout = EnvRollout(
+        env.env_id, run.tokenizer, run.prompt_format, seed=run.settings.seed,
+        policy=run.policy, counter=counter, reward=env.reward_fn, envs=run.train_envs,
+    )  # fmt: skip
+    return EpisodeReward(), rollout
+
+
+def _all_processes_sum(value: int) -> int:
+    if dist.is_available() and dist.is_initialized():
+        total = torch.tensor([value], dtype=torch.long)
+        dist.all_reduce(total)
+        return int(total.item())
+    return value
+
+
+# TRL's metric names -> rlm's. Anything else goes under train/ with its TRL name.
+_RENAMES = {
+    "reward": "reward/mean",
+    "reward_std": "reward/std",
+    "kl": "train/kl_per_token",  # mean per-token k3 estimate; eval/kl is the sequence KL
+    "entropy": "train/entropy",
+    "loss": "train/loss",
+    "learning_rate": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "completions/mean_length": "train/completion_length",
+}
+
+
+def rename_trl_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """TRL's logged values under rlm's namespaces; non-numbers are dropped.
+
+    Example:
+        >>> rename_trl_metrics({"reward": 0.5, "kl": 0.01, "clip_ratio/region_mean": 0.0})
+        {'reward/mean': 0.5, 'train/kl_per_token': 0.01, 'train/clip_ratio/region_mean': 0.0}
+    """
+    renamed: dict[str, float] = {}
+    for key, value in logs.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key in _RENAMES:
+            renamed[_RENAMES[key]] = float(value)
+        elif key.startswith(("reward/", "train/", "perf/", "eval/")):
+            renamed[key] = float(value)
+        else:
+            renamed[f"train/{key}"] = float(value)
+    return renamed
+
+
+class RunCallback(TrainerCallback):
+    """Hands each step of a TRL trainer to the runner (:meth:`rlm.runner.Run.end_step`).
+
+    On every process: the step's generated tokens and completions are summed over
+    processes at the step's end; when TRL logs the step, the runner gets its metrics
+    (renamed, :func:`rename_trl_metrics`), and its answer becomes TRL's ``should_save``
+    and ``should_training_stop``; after TRL saved a checkpoint, the runner completes it.
+    """
+
+    def __init__(self, run: Run, counter: TokenCounter) -> None:
+        self.run = run
+        self.counter = counter
+        self._counted = (0, 0)
+        self._new = (0, 0)
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.run.begin_step()
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        counted = (
+            _all_processes_sum(self.counter.tokens),
+            _all_processes_sum(self.counter.completions),
+        )
+        self._new = (counted[0] - self._counted[0], counted[1] - self._counted[1])
+        self._counted = counted
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not logs or "train_runtime" in logs:
+            return  # the trainer's end-of-run totals: the summary holds the wall time
+        tokens, episodes = self._new
+        end = self.run.end_step(
+            state.global_step, rename_trl_metrics(logs), tokens=tokens, episodes=episodes
+        )
+        control.should_save = end.save
+        if end.stop:
+            control.should_training_stop = True
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.run.complete_checkpoint(checkpoint_path(self.run.checkpoints_dir, state.global_step))
+
+
+class TRLAlgorithm(Algorithm):
+    """An algorithm whose loop is a TRL trainer: subclasses build it in :meth:`build_trainer`."""
+
+    def __init__(self) -> None:
+        self.counter = TokenCounter()
+        """Tokens and completions generated for training, counted by the reward adapters."""
+        self.trainer: Any = None
+
+    def build_trainer(self, run: Run) -> Any:
+        """The trainer, around ``run.policy.policy`` (the runner's model, with its adapter)."""
+        raise NotImplementedError
+
+    def train(self, run: Run) -> None:
+        self.trainer = self.build_trainer(run)
+        # The runner shows its own progress bar; the trainer's also prints every log line.
+        self.trainer.remove_callback(ProgressCallback)
+        self.trainer.remove_callback(PrinterCallback)
+        self.trainer.add_callback(RunCallback(run, self.counter))
+        resume = str(run.checkpoint) if run.checkpoint is not None else None
+        with peft_quietly():
+            self.trainer.train(resume_from_checkpoint=resume)
+
+    def save_policy(self, run: Run, folder: Path) -> None:
+        """The trainer's own save: the adapter with LoRA, else the model; the tokenizer."""
+        self.trainer.save_model(str(folder))

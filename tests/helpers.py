@@ -1,0 +1,138 @@
+"""What the tests share: scripts run as a user runs them, the tiny budget, run folders read back.
+
+Scripts run as a subprocess from the project root, offline and on one thread
+(:func:`run_python`), or in-process through the experiment's own ``cli``/``main``
+(:func:`load_experiment`): the same code path without a second start-up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ALGORITHMS = ("ppo", "grpo", "rloo", "sft")
+
+# The smallest budget that exercises everything: 4 steps of 4 episodes, evaluations and
+# checkpoints every 2 steps, a rank-4 adapter.
+TINY = [
+    "--steps", "4", "--batch-size", "4", "--max-new-tokens", "6", "--eval-prompts", "4",
+    "--eval-batch-size", "4", "--eval-every", "2", "--checkpoint-every", "2", "--lora-r", "4",
+    "--threads", "1",
+]  # fmt: skip
+TINY_ALGORITHM = {
+    "ppo": ["--minibatches", "2"],
+    "grpo": ["--num-generations", "2"],
+    "rloo": ["--num-generations", "2"],
+    "sft": ["--max-examples", "16", "--max-length", "24", "--lr", "1e-2"],
+}
+
+
+def script_env() -> dict[str, str]:
+    """The environment of a script run: this checkout importable, no hub, no W&B account."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "WANDB_SILENT": "true",
+    }
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def run_python(
+    script: Path, args: list[str], *, launcher: list[str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``python script args`` (or ``launcher script args``, e.g. torchrun), output captured."""
+    command = (launcher or [sys.executable]) + [str(script), *args]
+    return subprocess.run(
+        command, env=script_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def tiny_flags(algorithm: str, model: Path, output_dir: Path, wandb: str = "disabled") -> list[str]:
+    """An experiment's flags for the tiny model and the tiny budget, into ``output_dir``."""
+    common = ["--model", str(model), "--output-dir", str(output_dir), "--wandb", wandb]
+    return [*common, *TINY, *TINY_ALGORITHM[algorithm]]
+
+
+def run_experiment(
+    algorithm: str, args: list[str], *, launcher: list[str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``experiments/<algorithm>.py args`` as a subprocess."""
+    return run_python(ROOT / "experiments" / f"{algorithm}.py", args, launcher=launcher,
+                      timeout=timeout)  # fmt: skip
+
+
+def run_tiny(
+    algorithm: str, model: Path, output_dir: Path, *flags: str, wandb: str = "disabled",
+    **kwargs: Any,
+) -> subprocess.CompletedProcess:  # fmt: skip
+    """The experiment on the tiny model with the tiny budget, plus ``flags``."""
+    return run_experiment(algorithm, [*tiny_flags(algorithm, model, output_dir, wandb), *flags],
+                          **kwargs)  # fmt: skip
+
+
+def load_experiment(name: str) -> ModuleType:
+    """``experiments/<name>.py`` imported as a module (its ``Config``, ``main``, ``cli``)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def only_run(output_dir: Path) -> Path:
+    """The one run folder in ``output_dir``."""
+    runs = [p for p in output_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def metrics_of(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def samples_of(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# Metrics that measure time, not what was computed: they differ between any two runs.
+TIMING_KEYS = ("time", "perf/tokens_per_second", "train/step_time")
+
+
+def computed_metrics(run: Path, ignore: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Each metrics line without its timings (and without ``ignore``), NaN as a string so
+    that lines compare equal."""
+    rows = []
+    for row in metrics_of(run):
+        kept = {
+            k: ("nan" if v != v else v)
+            for k, v in row.items()
+            if k not in (*TIMING_KEYS, *ignore) and not k.startswith("perf/time")
+        }
+        rows.append(kept)
+    return rows
