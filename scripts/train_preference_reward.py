@@ -5,15 +5,18 @@
     python scripts/train_preference_reward.py --help                     # every flag
 
 Offline there is no preference data set, so pairs are made from the labelled tweets
-(split stratified with a fixed seed first): prompt = the opening words of a random tweet,
-chosen = a more positive tweet than rejected (positive > neutral > negative, every couple
-in turn). Training pairs come from the
-train split, evaluation pairs from the test split. The model is a one-output sequence
-classifier trained with the Bradley-Terry loss; the run folder
-(``runs/reward_models/<name>/`` by default) holds ``model/`` (loadable by
-:class:`rlm.scorers.classifier.ClassifierReward`, which scores prompt + completion),
-``metrics.json``, ``metrics.md``, ``config.json``, ``meta.json``, ``metrics.jsonl`` and
-TensorBoard events in ``tb/`` (TRL's training loss, the held-out pairwise accuracy).
+(split stratified with ``--split-seed`` first, fixed whatever ``--seed``): prompt = the
+opening words of a random tweet, chosen = a more positive tweet than rejected (positive >
+neutral > negative, every couple in turn). Training pairs come from the train split
+(drawn with ``--seed``), evaluation pairs from the test split (drawn with
+``--split-seed``, so every model is evaluated on the same pairs). The model is a one-output
+sequence classifier trained with the Bradley-Terry loss; the run folder
+``<--output-dir>/<--run-name>`` (default
+``runs/reward_models/preference-<trunk>-<tuning>__<seed>__<time>``) holds ``model/``
+(loadable by :class:`rlm.scorers.classifier.ClassifierReward`, which scores prompt +
+completion), ``metrics.json``, ``metrics.md``, ``config.json``, ``meta.json``,
+``metrics.jsonl`` and TensorBoard events in ``tb/`` (TRL's training loss, the held-out
+pairwise accuracy).
 """
 
 from __future__ import annotations
@@ -21,23 +24,32 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import torch
+import tyro
 
 from rlm.reward_models.data import load_labelled_tweets, split_dataset
 from rlm.reward_models.preference import (
+    PreferencePair,
     PreferenceSettings,
     build_preference_pairs,
     pairwise_accuracy,
     train_preference_model,
 )
-from rlm.reward_models.runs import reward_model_run, write_metrics
+from rlm.reward_models.runs import (
+    default_run_name,
+    fingerprint,
+    reward_model_run,
+    reward_model_tracking,
+    write_metrics,
+)
 from rlm.reward_models.transformer import resolve_trunk
 from rlm.scorers.classifier import ClassifierReward
 from rlm.scripting import run_cli
+from rlm.tracking import TrackingSettings
 from rlm.validation import check_ranges
 
 # Texts whose order a sentiment preference model should get right: a quick sanity check.
@@ -54,77 +66,65 @@ class Config:
 
     trunk: str = "minilm"
     """Trunk: 'minilm' (all-MiniLM-L6-v2), 'default' (SmolLM2-135M), or a model folder."""
-    tuning: Literal["full", "lora"] = "full"
-    """Weights that learn: all of them, or LoRA adapters + the score head."""
-    lora_rank: int = 8
-    """LoRA rank (with --tuning lora)."""
     pairs: int = 2000
     """Training pairs (fewer if a label of the train split runs out)."""
     eval_pairs: int = 500
     """Evaluation pairs, from the test split."""
     prompt_words: int = 5
     """Words of a tweet's opening used as the prompt."""
-    lr: float = 5e-5
-    """AdamW learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    epochs: float = 1.0
-    """Passes over the training pairs."""
-    batch_size: int = 16
-    """Pairs per training step."""
-    max_length: int = 128
-    """Longest prompt + answer in tokens; longer pairs are left out by TRL."""
-    seed: int = 0
-    """Seed of the split, the pairs and the initialisation."""
-    output_dir: str | None = None
-    """Run folder; default runs/reward_models/preference-<trunk>-<tuning>__<seed>__<time>."""
-    wandb: Literal["auto", "online", "offline", "disabled"] = "disabled"
-    """W&B mode: off by default for this script; TensorBoard and metrics.jsonl always."""
+    split_seed: int = 0
+    """Seed of the train/validation/test split and of the evaluation pairs; fixed so that
+    every model is tested on the same tweets."""
+    train: Annotated[PreferenceSettings, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=PreferenceSettings
+    )
+    """TRL RewardTrainer's settings: tuning, optimizer, passes, batches, the training seed."""
+    tracking: Annotated[TrackingSettings, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=reward_model_tracking
+    )
+    """Where the run folder goes and what it logs to."""
     threads: int | None = 1
     """torch CPU threads (one is fastest for small models on shared cores); None: torch's."""
 
     def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            at_least_one=["pairs", "eval_pairs", "prompt_words", "batch_size", "max_length"],
-            positive=["lr", "epochs"],
-            non_negative=["weight_decay"],
-        )
-        if self.output_dir is None:
-            name = f"preference-{Path(self.trunk).name}-{self.tuning}"
-            self.output_dir = f"runs/reward_models/{name}__{self.seed}__{int(time.time())}"
+        self.train.validate()
+        check_ranges(self, at_least_one=["pairs", "eval_pairs", "prompt_words", "threads"])
+
+    @property
+    def model_name(self) -> str:
+        """'preference-<trunk>-<tuning>': the start of the default run name."""
+        return f"preference-{Path(self.trunk).name}-{self.train.tuning}"
+
+
+def make_pairs(config: Config) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Training pairs from the train split (``--seed``) and evaluation pairs from the test
+    split (``--split-seed``): the split and the evaluation pairs never move with ``--seed``."""
+    data, _ = load_labelled_tweets()
+    splits = split_dataset(data, seed=config.split_seed)
+    train_pairs = build_preference_pairs(
+        splits.train, config.pairs, seed=config.train.seed, prompt_words=config.prompt_words
+    )
+    eval_pairs = build_preference_pairs(
+        splits.test, config.eval_pairs, seed=config.split_seed + 1, prompt_words=config.prompt_words
+    )
+    return train_pairs, eval_pairs
 
 
 def main(config: Config) -> dict[str, Any]:
+    """Build the pairs, train, evaluate and save; return what metrics.json holds."""
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     resolve_trunk(config.trunk)  # a bad trunk fails now, before any folder is made
-    with reward_model_run(str(config.output_dir), config, wandb=config.wandb) as (run, tracker):
+    default_name = default_run_name(config.model_name, config.train.seed)
+    with reward_model_run(config.tracking, default_name, config) as (run, tracker):
         # --- pairs from disjoint splits of the cleaned tweets
-        data, _ = load_labelled_tweets()
-        splits = split_dataset(data, seed=config.seed)
-        train_pairs = build_preference_pairs(
-            splits.train, config.pairs, seed=config.seed, prompt_words=config.prompt_words
-        )
-        eval_pairs = build_preference_pairs(
-            splits.test, config.eval_pairs, seed=config.seed + 1, prompt_words=config.prompt_words
-        )
+        train_pairs, eval_pairs = make_pairs(config)
         print(f"{len(train_pairs)} training pairs, {len(eval_pairs)} evaluation pairs; e.g.")
         print(json.dumps(train_pairs[0], indent=2))
 
         # --- TRL's RewardTrainer: Bradley-Terry loss on a one-output classifier
-        settings = PreferenceSettings(
-            tuning=config.tuning,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            max_length=config.max_length,
-            lora_rank=config.lora_rank,
-            seed=config.seed,
-        )
         start = time.perf_counter()
-        result = train_preference_model(config.trunk, train_pairs, run.path / "model", settings)
+        result = train_preference_model(config.trunk, train_pairs, run.path / "model", config.train)
         seconds = time.perf_counter() - start
         model_dir, train_metrics = result.folder, result.metrics
         for entry in result.history:  # TRL's periodic logs, into metrics.jsonl and TensorBoard
@@ -148,6 +148,10 @@ def main(config: Config) -> dict[str, Any]:
             "train": train_metrics,
             "train_seconds": seconds,
             "train_pairs": len(train_pairs),
+            "split_seed": config.split_seed,
+            "eval_fingerprint": fingerprint(
+                json.dumps(pair, sort_keys=True) for pair in eval_pairs
+            ),
             "model_dir": str(model_dir),
         }
         lines = [

@@ -29,8 +29,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rlm.errors import ModelNotFoundError
+from rlm.errors import ConfigError, ModelNotFoundError
 from rlm.reward_models.folder import read_metadata, write_metadata
+from rlm.validation import check_ranges
 
 PAD, UNK = "<pad>", "<unk>"
 _WORDS = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
@@ -97,9 +98,19 @@ class LSTMSettings:
     """Architecture of :class:`LSTMClassifier` (saved with the weights)."""
 
     embedding_dim: int = 128
+    """LSTM word-embedding size."""
     hidden_size: int = 128
+    """LSTM hidden size per direction."""
     num_layers: int = 1
+    """Stacked LSTM layers."""
     dropout: float = 0.3
+    """LSTM dropout: on the embeddings, between stacked layers and before the classifier."""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a size below 1 or a dropout outside [0, 1)."""
+        check_ranges(self, at_least_one=["embedding_dim", "hidden_size", "num_layers"])
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
 
 
 class LSTMClassifier(nn.Module):

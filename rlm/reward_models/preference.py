@@ -23,7 +23,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from rlm.reward_models.transformer import (
     resolve_trunk,
     save_transformer_classifier,
 )
+from rlm.validation import check_ranges
 
 PreferencePair = dict[str, str]
 
@@ -94,17 +95,39 @@ def build_preference_pairs(
 
 @dataclass(frozen=True)
 class PreferenceSettings:
-    """How to train a preference reward model with TRL's ``RewardTrainer``."""
+    """How to train a preference reward model with TRL's ``RewardTrainer``; every field is a
+    flag of the same name in train_preference_reward.py."""
 
-    tuning: str = "full"
+    tuning: Literal["full", "lora"] = "full"
+    """Weights that learn: all of them, or LoRA adapters + the score head."""
     lr: float = 5e-5
+    """AdamW learning rate."""
     weight_decay: float = 0.0
-    epochs: float = 1.0
+    """AdamW weight decay."""
+    data_passes: float = 1.0
+    """Passes over the training pairs (TRL's num_train_epochs; a fraction stops early)."""
     batch_size: int = 16
+    """Pairs per training step."""
     max_length: int = 128
+    """Longest prompt + answer in tokens; longer pairs are left out by TRL."""
     lora_rank: int = 8
-    seed: int = 0
+    """LoRA rank (with --tuning lora)."""
+    seed: int = 1
+    """Seed of the head's initialisation, the batch order and the training pairs (--split-seed
+    fixes the split and the evaluation pairs)."""
     logging_steps: int = 10
+    """Log TRL's training loss every this many steps."""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a value out of range (the flag named)."""
+        if self.tuning not in ("full", "lora"):
+            raise ConfigError(f"--tuning must be 'full' or 'lora', got {self.tuning!r}")
+        check_ranges(
+            self,
+            at_least_one=["batch_size", "max_length", "lora_rank", "logging_steps"],
+            positive=["lr", "data_passes"],
+            non_negative=["weight_decay"],
+        )
 
 
 @dataclass
@@ -143,14 +166,13 @@ def train_preference_model(
         TRL's final training metrics and its log history.
 
     Raises:
-        ConfigError: an unknown tuning, or too few pairs.
+        ConfigError: settings out of range (an unknown tuning, say), or no training pairs.
     """
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    if settings.tuning not in ("full", "lora"):
-        raise ConfigError(f"tuning must be 'full' or 'lora', got {settings.tuning!r}")
+    settings.validate()
     if not train_pairs:
         raise ConfigError("no training pairs")
     path = resolve_trunk(trunk)
@@ -173,7 +195,7 @@ def train_preference_model(
             output_dir=scratch,  # checkpoints are not kept: the model is saved below
             learning_rate=settings.lr,
             weight_decay=settings.weight_decay,
-            num_train_epochs=settings.epochs,
+            num_train_epochs=settings.data_passes,
             per_device_train_batch_size=settings.batch_size,
             per_device_eval_batch_size=settings.batch_size,
             max_length=settings.max_length,

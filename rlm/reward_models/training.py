@@ -8,13 +8,14 @@ stopping with patience on validation macro-F1 (or loss). The best epoch's weight
 back at the end, so what is saved is what validation chose.
 
 Example:
-    >>> settings = TrainSettings(optimizer="momentum", lr=0.05, epochs=10)
+    >>> settings = TrainSettings(optimizer="momentum", lr=0.05, max_epochs=10)
     >>> result = fit(model, encode, splits.train, splits.validation, settings)  # doctest: +SKIP
     >>> result.best_epoch, result.best_score  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from rlm.errors import ConfigError
 from rlm.reward_models.data import LabelledTexts
 from rlm.reward_models.metrics import classification_metrics
+from rlm.validation import check_ranges
 
 Encoder = Callable[[list[str]], dict[str, torch.Tensor]]
 """Turns a batch of texts into the model's keyword inputs (padded tensors)."""
@@ -38,22 +40,65 @@ LogFunction = Callable[[dict[str, float], int], None]
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 
+DEFAULT_LR = {"lstm": 2e-3, "head": 1e-3, "lora": 5e-4, "full": 5e-5}
+"""Learning rates that worked on the tweets: the LSTM's, and a transformer's by its tuning."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """How to train; every field has a command-line flag in the training scripts."""
+    """How to train; every field is a flag of the same name in train_reward_classifier.py."""
 
     optimizer: Literal["sgd", "momentum", "adam", "adamw"] = "adamw"
-    lr: float = 1e-3
+    """Optimizer: plain SGD, SGD with --momentum, Adam or AdamW."""
+    lr: float | None = None
+    """Learning rate; default by model: 2e-3 (LSTM), 1e-3 (head), 5e-4 (LoRA), 5e-5 (full)."""
     weight_decay: float = 0.0
+    """Weight decay (decoupled for AdamW, L2 for the others)."""
     momentum: float = 0.9
-    epochs: int = 5
+    """Momentum of --optimizer momentum."""
+    max_epochs: int = 5
+    """Most epochs; early stopping (--patience) usually ends sooner."""
     patience: int = 2
+    """Stop after this many epochs without a better validation score."""
     batch_size: int = 32
+    """Training batch size."""
     eval_batch_size: int = 128
+    """Batch size for validation and test."""
     monitor: Literal["macro_f1", "loss"] = "macro_f1"
+    """Validation score that early stopping and the kept weights follow."""
     max_grad_norm: float = 1.0
-    seed: int = 0
+    """Gradient clipping (global norm); 0 turns it off."""
+    seed: int = 1
+    """Seed of initialisation, batch order and the training subsample (--split-seed fixes
+    the split)."""
     log_every: int = 50
+    """Log the mean training loss every this many steps."""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a value out of range (the flag named).
+
+        A learning rate left unset (None) passes: the caller picks one
+        (:meth:`with_default_lr`) before training.
+        """
+        check_ranges(
+            self,
+            at_least_one=["max_epochs", "patience", "batch_size", "eval_batch_size", "log_every"],
+            positive=["lr"],
+            non_negative=["weight_decay", "momentum", "max_grad_norm"],
+        )
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+
+    def with_default_lr(self, model: str) -> TrainSettings:
+        """These settings, with :data:`DEFAULT_LR` ``[model]`` if no learning rate is set.
+
+        ``model`` is "lstm", or a transformer's tuning ("head", "lora", "full").
+        """
+        if self.lr is not None:
+            return self
+        return dataclasses.replace(self, lr=DEFAULT_LR[model])
 
 
 @dataclass
@@ -75,6 +120,8 @@ def make_optimizer(params: Any, settings: TrainSettings) -> torch.optim.Optimize
         ConfigError: an unknown optimizer name.
     """
     name, lr, wd = settings.optimizer, settings.lr, settings.weight_decay
+    if lr is None:
+        raise ConfigError("no learning rate: set TrainSettings.lr (or use with_default_lr)")
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd)
     if name == "momentum":
@@ -154,10 +201,9 @@ def fit(
     Raises:
         ConfigError: settings out of range, or a model with nothing to train.
     """
-    if settings.epochs < 1 or settings.batch_size < 1 or settings.patience < 1:
-        raise ConfigError("epochs, batch size and patience must be at least 1")
-    if not (settings.lr > 0 and math.isfinite(settings.lr)):
-        raise ConfigError(f"learning rate must be a positive number, got {settings.lr}")
+    settings.validate()
+    if settings.lr is None:
+        raise ConfigError("no learning rate: set TrainSettings.lr (or use with_default_lr)")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError("the model has no trainable parameters")
@@ -172,14 +218,14 @@ def fit(
     start = time.perf_counter()
     log = log or (lambda metrics, step: None)
     labels = torch.tensor(train.labels)
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, settings.max_epochs + 1):
         model.train()
         order = generator.permutation(len(train))
         total_batches = math.ceil(len(train) / settings.batch_size)
         bar = tqdm(
             _batches(len(train), settings.batch_size, order),
             total=total_batches,
-            desc=f"epoch {epoch}/{settings.epochs}",
+            desc=f"epoch {epoch}/{settings.max_epochs}",
             disable=not progress,
             leave=False,
         )
@@ -224,7 +270,7 @@ def fit(
         else:
             bad_epochs += 1
             if bad_epochs >= settings.patience:
-                result.stopped_early = epoch < settings.epochs
+                result.stopped_early = epoch < settings.max_epochs
                 break
     # Put back the weights of the epoch validation liked best.
     with torch.no_grad():
