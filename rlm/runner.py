@@ -117,9 +117,10 @@ class Run:
     finished: bool = False
     stopped: bool = False
     wall_time_before: float = 0.0
-    """Seconds an interrupted run had trained before this process resumed it."""
+    """Seconds an interrupted run had taken before this process resumed it."""
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    """When this process started the run (``time.perf_counter``)."""
     last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
-    _started: float = dataclasses.field(default_factory=time.perf_counter)
     _step_started: float = dataclasses.field(default_factory=time.perf_counter)
     _step_started_cpu: float = dataclasses.field(default_factory=time.process_time)
     _progress: Any = None
@@ -127,6 +128,11 @@ class Run:
     @property
     def checkpoints_dir(self) -> Path:
         return self.run_dir.checkpoints_dir
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds the run has taken so far, over all the processes that ran it in turn."""
+        return self.wall_time_before + time.perf_counter() - self.started
 
     def begin_step(self) -> None:
         """Mark the start of a step: its wall time is logged as ``perf/time_iteration``, the
@@ -186,7 +192,7 @@ class Run:
                 "counters": {"tokens": self.tokens, "episodes": self.episodes},
                 "eval_before": self.eval_before,
                 "reward_normalizer": self.normalizer.state_dict() if self.normalizer else None,
-                "wall_time_s": self.wall_time_before + time.perf_counter() - self._started,
+                "wall_time_s": self.wall_time_s,
             }
             complete_checkpoint(folder, state)
         self.state.wait_for_everyone()
@@ -335,7 +341,7 @@ def run_experiment(
         tokenizer=tokenizer, train_envs=train_envs, heldout=heldout, normalizer=normalizer,
         prompt_kind=prompt_kind, prompt_format=prompt_format, evaluator=evaluator,
         run_dir=run_dir, tracker=tracker, checkpoint=checkpoint,
-        start_step=resumed["step"] if resumed else 0, eval_before=before,
+        start_step=resumed["step"] if resumed else 0, eval_before=before, started=wall_start,
     )  # fmt: skip
     if resumed is not None:
         run.step = resumed["step"]
@@ -357,7 +363,7 @@ def run_experiment(
             return None
         algorithm.save_policy(run, run_dir.path / "policy")
         state.wait_for_everyone()
-        summary = _summary(run, wall_start)
+        summary = _summary(run)
         if state.is_main_process:
             (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2))
             _print_summary(run, summary)
@@ -380,7 +386,7 @@ def run_config(algorithm: Algorithm, config: object) -> dict[str, Any]:
     return {"algorithm": algorithm.name, **plain}
 
 
-def _summary(run: Run, wall_start: float) -> dict[str, Any]:
+def _summary(run: Run) -> dict[str, Any]:
     before, after = run.eval_before, run.last_eval
     nan = float("nan")
     summary: dict[str, Any] = {
@@ -398,7 +404,7 @@ def _summary(run: Run, wall_start: float) -> dict[str, Any]:
         steps=run.step,
         episodes=run.episodes,
         generated_tokens=run.tokens,
-        wall_time_s=run.wall_time_before + time.perf_counter() - wall_start,
+        wall_time_s=run.wall_time_s,
     )
     return summary
 
