@@ -7,6 +7,7 @@ import math
 import re
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -333,6 +334,15 @@ def test_module_attribute_names_a_function_found_from_the_current_directory(user
     reward = make_reward("my_rewards:brevity")
     assert reward is sys.modules["my_rewards"].brevity
     assert scores(reward, ["", "one two", "one two three four five"]) == [1.0, 0.5, 0.0]
+
+
+def test_a_package_folder_in_the_current_directory_is_a_module_not_a_reward_model(user_module):
+    # my_pkg/ is a folder beside the command, as a reward-model folder would be; its
+    # __init__.py makes it a package, so my_pkg:brevity is an import.
+    user_module("my_pkg.scoring", USER_REWARDS)
+    (Path("my_pkg") / "__init__.py").write_text("from my_pkg.scoring import brevity\n")
+    reward = make_reward("my_pkg:brevity")
+    assert reward is sys.modules["my_pkg.scoring"].brevity
 
 
 def test_module_attribute_naming_a_class_builds_an_instance(user_module, monkeypatch):

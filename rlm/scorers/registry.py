@@ -149,8 +149,14 @@ def _is_import(name: str, rest: str) -> bool:
         and name != ENV_REWARD
         and re.fullmatch(_DOTTED, name) is not None
         and re.fullmatch(_DOTTED, rest) is not None
-        and not Path(name).expanduser().is_dir()
+        and not _is_model_folder(name)
     )
+
+
+def _is_model_folder(name: str) -> bool:
+    """A folder that is not a Python package: a reward model named by its path."""
+    folder = Path(name).expanduser()
+    return folder.is_dir() and not (folder / "__init__.py").is_file()
 
 
 def _parse_term(term: str) -> tuple[float, str, dict[str, str]]:
