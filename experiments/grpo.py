@@ -68,6 +68,7 @@ class GRPO(TRLAlgorithm):
     def __init__(self, settings: GRPOSettings) -> None:
         super().__init__()
         self.settings = settings
+        self.updates_per_step = settings.epochs  # each batch of completions, --epochs times
 
     def validate(self, settings: RunSettings) -> None:
         self.settings.validate(settings)
@@ -77,7 +78,9 @@ class GRPO(TRLAlgorithm):
 
         reward, rollout = reward_functions(run, self.counter)
         args = GRPOConfig(
-            **trainer_arguments(run.settings, run.checkpoints_dir),
+            **trainer_arguments(
+                run.settings, run.checkpoints_dir, updates_per_step=self.updates_per_step
+            ),
             **sampling_arguments(run.settings, self.settings),
             loss_type=self.settings.loss_type,
             scale_rewards=self.settings.scale_rewards,

@@ -68,6 +68,7 @@ class RLOO(TRLAlgorithm):
     def __init__(self, settings: RLOOSettings) -> None:
         super().__init__()
         self.settings = settings
+        self.updates_per_step = settings.epochs  # each batch of completions, --epochs times
 
     def validate(self, settings: RunSettings) -> None:
         self.settings.validate(settings)
@@ -85,7 +86,9 @@ class RLOO(TRLAlgorithm):
 
         reward, _ = reward_functions(run, self.counter)
         args = RLOOConfig(
-            **trainer_arguments(run.settings, run.checkpoints_dir),
+            **trainer_arguments(
+                run.settings, run.checkpoints_dir, updates_per_step=self.updates_per_step
+            ),
             **sampling_arguments(run.settings, self.settings),
             normalize_advantages=self.settings.normalize_advantages,
         )

@@ -95,7 +95,8 @@ class SFT(TRLAlgorithm):
         self.demonstrations: list[Demonstration] = []
 
     def validate(self, settings: RunSettings) -> None:
-        check_ranges(self.settings, at_least_one=["max_examples", "max_length"])
+        check_ranges(self.settings, at_least_one=["max_examples", "max_length"],
+                     unit_interval=["min_confidence"])  # fmt: skip
         if settings.normalize_reward or settings.reward_clip is not None:
             raise ConfigError(
                 "SFT learns from demonstrations, not from rewards: --normalize-reward and "
@@ -115,6 +116,11 @@ class SFT(TRLAlgorithm):
                 f"{env.env_id} has no built-in demonstrations: pass --demonstrations FILE.jsonl "
                 'with {"prompt": ..., "completion": ...} rows'
             )
+        if not self.demonstrations:
+            raise ConfigError(
+                f"no {self.settings.label} tweet of the training split has a confidence of at "
+                f"least --min-confidence {self.settings.min_confidence}: lower it"
+            )
 
     def build_trainer(self, run: Run) -> Any:
         from trl import SFTConfig, SFTTrainer  # imported here: a second of start-up for --help
@@ -130,9 +136,15 @@ class SFT(TRLAlgorithm):
         args = SFTConfig(
             **trainer_arguments(settings, run.checkpoints_dir), max_length=self.settings.max_length
         )
-        return SFTTrainer(
+        trainer = SFTTrainer(
             run.policy.policy, args=args, train_dataset=dataset, processing_class=run.tokenizer
         )
+        if len(trainer.train_dataset) == 0:  # TRL drops what truncation leaves no completion of
+            raise ConfigError(
+                f"no demonstration fits in --max-length {self.settings.max_length} tokens with "
+                f"the {run.prompt_kind} prompt format: raise --max-length"
+            )
+        return trainer
 
     def save_policy(self, run: Run, folder: Path) -> None:
         """The full model, the adapter merged, where any script's --model reads it."""

@@ -80,13 +80,16 @@ def newest_run(folder: Path, seed: int) -> SavedRun | None:
 
 
 def _warm_start(run: SavedRun, output_dir: Path) -> SavedRun | None:
-    """The run of another arm under ``output_dir`` whose policy ``run`` started from."""
+    """The run of another arm under ``output_dir`` whose policy ``run`` started from.
+
+    Matched by the model path's last parts, ``<arm>/<run>/policy``, whatever folder it was
+    written relative to.
+    """
     model = Path(run.model)
-    if model.name != "policy" or not (model.parent / "summary.json").is_file():
+    if model.name != "policy" or len(model.parts) < 3:
         return None
-    if model.resolve().parent.parent.parent != output_dir.resolve():
-        return None
-    return SavedRun.open(model.parent)
+    candidate = output_dir / model.parts[-3] / model.parts[-2]
+    return SavedRun.open(candidate) if (candidate / "summary.json").is_file() else None
 
 
 def collect(output_dir: Path, arms: Sequence[str] | None = None) -> dict[str, list[RunRecord]]:

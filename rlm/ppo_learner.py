@@ -44,7 +44,13 @@ from rlm.ppo_update import (
     unwrap_actor_critic,
 )
 from rlm.rewards import RewardFunction
-from rlm.rollout import GenerationSettings, PromptFormat, collect_episodes, score_episodes
+from rlm.rollout import (
+    GenerationSettings,
+    PromptFormat,
+    collect_episodes,
+    rollout_seed,
+    score_episodes,
+)
 
 _STATE_FILE = "ppo_state.json"
 
@@ -123,11 +129,6 @@ class PPOLearner:
         """The trained :class:`ActorCritic`, outside whatever accelerate wrapped it in."""
         return unwrap_actor_critic(self.accelerator, self.model)
 
-    def rollout_seed(self, iteration: int, batch_size: int) -> int:
-        """Environment seeds depend only on (seed, iteration, process): resumes replay exactly."""
-        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
-        return (self.seed * 1_000_003 + iteration * processes + rank) * batch_size
-
     def step(
         self, envs: TextVectorEnv, iteration: int, *, heldout: RewardFunction | None = None
     ) -> IterationResult:
@@ -141,7 +142,9 @@ class PPOLearner:
         actor_critic = self.actor_critic
         episodes = collect_episodes(
             actor_critic, self.tokenizer, envs, generation=self.generation,
-            prompt_format=self.prompt_format, seed=self.rollout_seed(iteration, envs.num_envs),
+            prompt_format=self.prompt_format,
+            seed=rollout_seed(self.seed, iteration, accelerator.process_index,
+                              accelerator.num_processes, envs.num_envs),
         )  # fmt: skip
         scored = score_episodes(
             actor_critic, episodes, micro_batch_size=len(episodes) // settings.minibatches,

@@ -176,6 +176,18 @@ class Episodes:
         return rows
 
 
+def rollout_seed(seed: int, iteration: int, rank: int, processes: int, batch_size: int) -> int:
+    """The first environment seed of a training rollout (the batch's environments take it
+    and the next ``batch_size - 1``): a function of the run's seed, the iteration and the
+    process only, so that a resumed run replays exactly, and far apart for different seeds.
+
+    Example:
+        >>> rollout_seed(1, 0, 0, 1, 16), rollout_seed(1, 1, 0, 1, 16)
+        (16000048, 16000064)
+    """
+    return (seed * 1_000_003 + iteration * processes + rank) * batch_size
+
+
 def _pad(rows: Sequence[list[int]], value: int, left: bool) -> torch.Tensor:
     width = max(len(r) for r in rows)
     padded = [

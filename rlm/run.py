@@ -66,8 +66,8 @@ def make_run_name(env_id: str, exp_name: str, seed: int) -> str:
     """A unique, sortable run name in CleanRL's style.
 
     Example:
-        >>> make_run_name("rlm/Sentiment-v0", "ppo_sentiment", 1)  # doctest: +SKIP
-        'rlm_Sentiment-v0__ppo_sentiment__1__1700000000'
+        >>> make_run_name("rlm/Sentiment-v0", "ppo", 1)  # doctest: +SKIP
+        'rlm_Sentiment-v0__ppo__1__1700000000'
     """
     # The slash of a namespaced env id would otherwise nest the run folder.
     return f"{env_id.replace('/', '_')}__{exp_name}__{seed}__{int(time.time())}"

@@ -1,6 +1,6 @@
 """The one experiment runner: every algorithm's run goes through :func:`run_experiment`.
 
-    settings ─> validate ─> policy (+LoRA) ─> environments and rewards ─> evaluate before
+    settings ─> validate ─> environments and rewards ─> policy (+LoRA) ─> evaluate before
       ─> run folder and trackers ─> the algorithm trains, calling Run.end_step each step
          (counters, evaluation every N steps, logging, checkpoints, stop) ─> policy/
       ─> summary.json; on an error the run is marked failed
@@ -186,16 +186,28 @@ class Run:
     def complete_checkpoint(self, folder: Path) -> None:
         """Add the runner's state to a checkpoint folder the algorithm has written."""
         if self.state.is_main_process:
-            state = {
-                "step": self.step,
-                "finished": self.finished,
-                "counters": {"tokens": self.tokens, "episodes": self.episodes},
-                "eval_before": self.eval_before,
-                "reward_normalizer": self.normalizer.state_dict() if self.normalizer else None,
-                "wall_time_s": self.wall_time_s,
-            }
-            complete_checkpoint(folder, state)
+            complete_checkpoint(folder, self.state_dict())
         self.state.wait_for_everyone()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of the runner (``run_state.json``)."""
+        return {
+            "step": self.step,
+            "finished": self.finished,
+            "counters": {"tokens": self.tokens, "episodes": self.episodes},
+            "eval_before": self.eval_before,
+            "reward_normalizer": self.normalizer.state_dict() if self.normalizer else None,
+            "wall_time_s": self.wall_time_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where :meth:`state_dict` was taken."""
+        self.start_step = self.step = state["step"]
+        self.tokens, self.episodes = state["counters"]["tokens"], state["counters"]["episodes"]
+        self.eval_before = state["eval_before"]
+        self.wall_time_before = state["wall_time_s"]
+        if self.normalizer is not None and state["reward_normalizer"] is not None:
+            self.normalizer.load_state_dict(state["reward_normalizer"])
 
     def open_progress(self) -> None:
         """The progress bar over the run's steps, with reward and KL."""
@@ -250,7 +262,8 @@ def make_evaluator(
     """The run's held-out evaluation: its prompts, sampling, seed and rewards."""
     return Evaluator(
         env_id, reward=reward if settings.reward else None, heldout=heldout,
-        num_prompts=num_prompts or settings.eval_prompts, batch_size=settings.eval_batch_size,
+        num_prompts=settings.eval_prompts if num_prompts is None else num_prompts,
+        batch_size=settings.eval_batch_size,
         generation=settings.generation, prompt_format=prompt_format,
         seed=eval_seed(settings.seed),
     )  # fmt: skip
@@ -263,6 +276,11 @@ def _resume_point(settings: RunSettings) -> tuple[RunDir, Path, dict[str, Any]]:
     if not checkpoints:
         raise ConfigError(f"--resume {settings.resume}: the run has no checkpoint to resume")
     state = read_run_state(checkpoints[-1])
+    if settings.stop_after is not None and settings.stop_after <= state["step"]:
+        raise ConfigError(
+            f"--resume {settings.resume}: the run stopped after step {state['step']}; "
+            f"--stop-after {settings.stop_after} is not after it"
+        )
     if state["finished"]:
         raise ConfigError(
             f"--resume {settings.resume}: the run already finished (step {state['step']}); "
@@ -318,9 +336,6 @@ def run_experiment(
     before_rows: list[dict[str, Any]] = []
     if settings.resume is not None:
         run_dir, checkpoint, resumed = _resume_point(settings)
-        before = resumed["eval_before"]
-        if normalizer is not None and resumed["reward_normalizer"] is not None:
-            normalizer.load_state_dict(resumed["reward_normalizer"])
     else:
         if state.is_main_process:
             before, before_rows = evaluator(actor_critic, tokenizer)
@@ -341,12 +356,10 @@ def run_experiment(
         tokenizer=tokenizer, train_envs=train_envs, heldout=heldout, normalizer=normalizer,
         prompt_kind=prompt_kind, prompt_format=prompt_format, evaluator=evaluator,
         run_dir=run_dir, tracker=tracker, checkpoint=checkpoint,
-        start_step=resumed["step"] if resumed else 0, eval_before=before, started=wall_start,
+        start_step=0, eval_before=before, started=wall_start,
     )  # fmt: skip
     if resumed is not None:
-        run.step = resumed["step"]
-        run.tokens, run.episodes = resumed["counters"]["tokens"], resumed["counters"]["episodes"]
-        run.wall_time_before = resumed["wall_time_s"]
+        run.load_state_dict(resumed)
     else:
         tracker.log({**before, "perf/episodes": 0, "perf/tokens": 0}, step=0)
         tracker.log_samples(before_rows[: settings.samples_logged], step=0)
@@ -377,12 +390,14 @@ def run_experiment(
 def run_config(algorithm: Algorithm, config: object) -> dict[str, Any]:
     """``config.json``: the algorithm's name, then the script's config as plain JSON.
 
-    ``resume`` and ``stop_after`` are left out (null): they belong to one command, and
-    ``--config`` with the file starts the same run again.
+    ``resume``, ``stop_after`` and the folder's ``run_name`` are left out (null): they
+    belong to one command and one folder, and ``--config`` with the file starts the same
+    run again, in a new folder.
     """
     plain = to_plain(config)
     assert isinstance(plain, dict) and isinstance(plain.get("run"), dict)
     plain["run"].update(resume=None, stop_after=None)
+    plain["run"]["tracking"]["run_name"] = None
     return {"algorithm": algorithm.name, **plain}
 
 

@@ -22,7 +22,7 @@ from rlm.errors import ConfigError, RlmError
 
 ConfigT = TypeVar("ConfigT")
 # What may change when a run is resumed: how far it goes this time, and the machine.
-_RESUME_MAY_CHANGE = {"resume", "stop_after", "threads", "config"}
+_RESUME_MAY_CHANGE = {"resume", "stop_after", "threads"}
 
 
 def _flag_value(argv: Sequence[str], flag: str) -> str | None:

@@ -100,7 +100,8 @@ class RunSettings:
     lr: float = 1e-3
     """AdamW learning rate (of the LoRA adapter, or of all weights with --no-lora)."""
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    """Learning-rate schedule over --steps."""
+    """Learning-rate schedule over --steps (a --token-budget that ends the run sooner ends
+    it before the schedule's end)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_grad_norm: float = 1.0

@@ -43,7 +43,13 @@ from rlm.env import PendingStep, TextEnv, TextVectorEnv, make_text_vector_env
 from rlm.errors import ConfigError
 from rlm.policy import ActorCritic
 from rlm.rewards import RewardFunction
-from rlm.rollout import Episodes, GenerationSettings, PromptFormat, collect_episodes
+from rlm.rollout import (
+    Episodes,
+    GenerationSettings,
+    PromptFormat,
+    collect_episodes,
+    rollout_seed,
+)
 
 TASK_KEY_PREFIX = "rlm-task:"
 """Prefix of the task keys in a multi-turn dataset's ``prompt`` column."""
@@ -259,9 +265,11 @@ class EnvRollout:
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
         indices = [parse_task_key(p) for p in prompts]
         envs = self._vector_env(len(indices))
-        step = int(trainer.state.global_step)
-        process = int(trainer.accelerator.process_index)
-        seed = self.seed + (step * trainer.accelerator.num_processes + process) * len(indices)
+        accelerator = trainer.accelerator
+        seed = rollout_seed(
+            self.seed, int(trainer.state.global_step), int(accelerator.process_index),
+            int(accelerator.num_processes), len(indices),
+        )  # fmt: skip
         episodes = collect_episodes(
             self._actor(trainer),
             self.tokenizer,

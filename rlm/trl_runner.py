@@ -10,9 +10,11 @@ when the runner asks, the runner adds its own state). ``--resume`` is TRL's
 ``resume_from_checkpoint`` on the newest of those folders.
 
 The shared settings map onto TRL's arguments once, here (:func:`trainer_arguments`,
-:func:`sampling_arguments`): ``--steps`` is ``max_steps``, ``--kl-coef`` is ``beta``,
-``--epochs`` is ``num_iterations`` (passes over each batch of completions),
-``--clip-range`` is ``epsilon``.
+:func:`sampling_arguments`): ``--kl-coef`` is ``beta``, ``--epochs`` is ``num_iterations``
+(optimizer steps on each batch of completions), ``--clip-range`` is ``epsilon``, and
+``max_steps`` is ``--steps`` x ``--epochs``: one rlm step is one batch of completions and
+its ``--epochs`` optimizer steps, as in PPO, so the runner sees a step (and may save a
+checkpoint, which then falls between two batches) once every ``--epochs`` of TRL's.
 """
 
 from __future__ import annotations
@@ -78,9 +80,12 @@ class GroupSettings:
             )
 
 
-def trainer_arguments(settings: RunSettings, output_dir: Path) -> dict[str, Any]:
+def trainer_arguments(
+    settings: RunSettings, output_dir: Path, *, updates_per_step: int = 1
+) -> dict[str, Any]:
     """Keyword arguments of every TRL config here (``GRPOConfig``, ``RLOOConfig``,
-    ``SFTConfig``), from the shared settings.
+    ``SFTConfig``), from the shared settings; ``updates_per_step`` optimizer steps make
+    one of rlm's steps (GRPO's and RLOO's ``--epochs``).
 
     Gradient checkpointing (TRL's default) is off: it turns generation's KV cache off and
     made TRL's GRPO ~10x slower here. The runner logs (``report_to="none"``, every step)
@@ -89,7 +94,7 @@ def trainer_arguments(settings: RunSettings, output_dir: Path) -> dict[str, Any]
     return {
         "output_dir": str(output_dir),
         "seed": settings.seed,
-        "max_steps": settings.steps,
+        "max_steps": settings.steps * updates_per_step,
         "per_device_train_batch_size": settings.batch_size,
         "learning_rate": settings.lr,
         "lr_scheduler_type": settings.lr_schedule,
@@ -135,9 +140,9 @@ def reward_functions(run: Run, counter: TokenCounter) -> tuple[Any, EnvRollout |
     return EpisodeReward(), rollout
 
 
-def _all_processes_sum(value: int) -> int:
+def _all_processes_sum(value: int, device: torch.device) -> int:
     if dist.is_available() and dist.is_initialized():
-        total = torch.tensor([value], dtype=torch.long)
+        total = torch.tensor([value], dtype=torch.long, device=device)  # NCCL: on the GPU
         dist.all_reduce(total)
         return int(total.item())
     return value
@@ -179,32 +184,34 @@ def rename_trl_metrics(logs: dict[str, Any]) -> dict[str, float]:
 class RunCallback(TrainerCallback):
     """Hands each step of a TRL trainer to the runner (:meth:`rlm.runner.Run.end_step`).
 
-    On every process: the step's generated tokens and completions are summed over
-    processes at the step's end; when TRL logs the step, the runner gets its metrics
-    (renamed, :func:`rename_trl_metrics`), and its answer becomes TRL's ``should_save``
-    and ``should_training_stop``; after TRL saved a checkpoint, the runner completes it.
+    One of rlm's steps is ``updates_per_step`` of TRL's optimizer steps (GRPO's and RLOO's
+    passes over a batch). On every process: the generated tokens and completions are
+    summed over processes at each optimizer step's end; when TRL logs the last optimizer
+    step of an rlm step, the runner gets the metrics of its passes (renamed,
+    :func:`rename_trl_metrics`; averaged when several passes log the same one), and its
+    answer becomes TRL's ``should_save`` and ``should_training_stop``; after TRL saved a
+    checkpoint, the runner completes it. SFT, which generates nothing, counts its
+    demonstrations as episodes.
     """
 
-    def __init__(self, run: Run, counter: TokenCounter) -> None:
+    def __init__(self, run: Run, counter: TokenCounter, *, updates_per_step: int = 1) -> None:
         self.run = run
         self.counter = counter
+        self.updates_per_step = updates_per_step
         self._counted = (0, 0)
-        self._new = (0, 0)
+        self._logs: dict[str, list[float]] = {}
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.run.begin_step()
+        if state.global_step % self.updates_per_step == 0:  # the first pass of a step
+            self.run.begin_step()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        counted = (
-            _all_processes_sum(self.counter.tokens),
-            _all_processes_sum(self.counter.completions),
-        )
-        self._new = (counted[0] - self._counted[0], counted[1] - self._counted[1])
-        self._counted = counted
+        if not self.run.algorithm.generates:
+            self.counter.completions += self.run.settings.batch_size
 
     def on_log(
         self,
@@ -216,10 +223,21 @@ class RunCallback(TrainerCallback):
     ) -> None:
         if not logs or "train_runtime" in logs:
             return  # the trainer's end-of-run totals: the summary holds the wall time
-        tokens, episodes = self._new
-        end = self.run.end_step(
-            state.global_step, rename_trl_metrics(logs), tokens=tokens, episodes=episodes
+        for key, value in rename_trl_metrics(logs).items():
+            self._logs.setdefault(key, []).append(value)
+        if state.global_step % self.updates_per_step:
+            return  # more passes over this batch to come
+        device = self.run.state.device
+        counted = (
+            _all_processes_sum(self.counter.tokens, device),
+            _all_processes_sum(self.counter.completions, device),
         )
+        tokens, episodes = counted[0] - self._counted[0], counted[1] - self._counted[1]
+        self._counted = counted
+        metrics = {key: sum(values) / len(values) for key, values in self._logs.items()}
+        self._logs = {}
+        step = state.global_step // self.updates_per_step
+        end = self.run.end_step(step, metrics, tokens=tokens, episodes=episodes)
         control.should_save = end.save
         if end.stop:
             control.should_training_stop = True
@@ -232,6 +250,9 @@ class RunCallback(TrainerCallback):
 
 class TRLAlgorithm(Algorithm):
     """An algorithm whose loop is a TRL trainer: subclasses build it in :meth:`build_trainer`."""
+
+    updates_per_step = 1
+    """TRL's optimizer steps in one of rlm's steps (GRPO's and RLOO's ``--epochs``)."""
 
     def __init__(self) -> None:
         self.counter = TokenCounter()
@@ -247,7 +268,9 @@ class TRLAlgorithm(Algorithm):
         # The runner shows its own progress bar; the trainer's also prints every log line.
         self.trainer.remove_callback(ProgressCallback)
         self.trainer.remove_callback(PrinterCallback)
-        self.trainer.add_callback(RunCallback(run, self.counter))
+        self.trainer.add_callback(
+            RunCallback(run, self.counter, updates_per_step=self.updates_per_step)
+        )
         resume = str(run.checkpoint) if run.checkpoint is not None else None
         with peft_quietly():
             self.trainer.train(resume_from_checkpoint=resume)

@@ -24,7 +24,9 @@ reads the run folders (rlm/comparison.py) and writes the markdown report and its
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -42,7 +44,8 @@ sys.path.insert(0, str(ROOT))  # run as a file: import rlm from the checkout
 from rlm.comparison import BASE_EVAL, collect, finished_runs, newest_run, report  # noqa: E402
 from rlm.config_files import read_settings_file  # noqa: E402
 from rlm.errors import ConfigError  # noqa: E402
-from rlm.scripting import run_cli  # noqa: E402
+from rlm.scripting import parse_config, run_cli  # noqa: E402
+from rlm.settings import RunSettings  # noqa: E402
 
 LABELS = {
     "ppo": "PPO (rlm)",
@@ -130,6 +133,20 @@ def arm_settings(path: Path) -> dict[str, Any]:
     if "algorithm" not in values:
         raise ConfigError(f"{path}: an arm names its algorithm (algorithm: ppo, grpo, ...)")
     return values
+
+
+def arm_run_settings(arm: Path) -> RunSettings:
+    """The shared settings an arm's runs get: its config file over the experiment's defaults."""
+    algorithm = arm_settings(arm)["algorithm"]
+    path = ROOT / "experiments" / f"{algorithm}.py"
+    spec = importlib.util.spec_from_file_location(f"experiment_{algorithm}", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise ConfigError(f"{arm}: no experiment for algorithm {algorithm!r} ({path})")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    config = parse_config(module.Config, ["--config", str(arm)], algorithm=algorithm)
+    return config.run  # type: ignore[no-any-return]
 
 
 def display(path: Path | str) -> str:
@@ -225,11 +242,15 @@ def timing(config: Time, extra: list[str]) -> str:
         rows = [r for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines())]
         cpu = [r["perf/time_iteration_cpu"] for r in rows if "perf/time_iteration_cpu" in r]
         step = float(np.median(cpu[:-1])) if len(cpu) > 1 else float(cpu[0])
-        evaluation = max(cpu[-1] - step, 0.0)
-        full = arm_settings(arm)
-        steps = int(full.get("steps", full.get("run", {}).get("steps", 30)))
-        every = int(full.get("eval_every", full.get("run", {}).get("eval_every", 15)))
-        total = steps * step + (2 + steps // every) * evaluation
+        evaluation = max(cpu[-1] - step, 0.0)  # the last step also evaluated
+        # The arm's own run: its steps, or fewer when its token budget ends it first.
+        settings = arm_run_settings(arm)
+        steps = settings.steps
+        if settings.token_budget is not None and run.summary["generated_tokens"]:
+            per_step = run.summary["generated_tokens"] / n
+            steps = min(steps, math.ceil(settings.token_budget / per_step))
+        evaluations = 1 + math.ceil(steps / settings.eval_every)  # before, every N, the end
+        total = steps * step + evaluations * evaluation
         lines.append(f"| {arm.stem} | {step:.1f} | {evaluation:.1f} | {steps} | {total:,.0f} |")
     return "\n".join(lines)
 

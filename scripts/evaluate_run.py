@@ -35,6 +35,8 @@ from rlm.rollout import make_prompt_format, resolve_prompt_format
 from rlm.runner import make_evaluator, make_rewards
 from rlm.saved_runs import SavedRun
 from rlm.scripting import run_cli
+from rlm.settings import resolve_dtype
+from rlm.validation import check_ranges
 
 
 @dataclass
@@ -60,13 +62,15 @@ def output_path(config: Config, saved: SavedRun) -> Path:
 
 def main(config: Config) -> dict[str, Any]:
     start = time.time()
+    check_ranges(config, at_least_one=["eval_prompts", "threads"])
     saved = SavedRun.open(config.run)
     settings = saved.run_settings
     env_id = check_env_id(settings.env_id)
     if config.threads:
         torch.set_num_threads(config.threads)
-    policy, tokenizer = saved.load_policy()
-    reference, _ = load_causal_lm(config.reference or saved.model)
+    dtype = resolve_dtype(settings.dtype)  # the run's, so that its samples repeat
+    policy, tokenizer = saved.load_policy(dtype)
+    reference, _ = load_causal_lm(config.reference or saved.model, dtype=dtype)
     model = ActorCritic(policy, reference=reference).eval()
     env = make_text_vector_env(env_id, 1, split="eval").envs[0]
     reward, _, heldout = make_rewards(settings, env)

@@ -70,6 +70,14 @@ def test_bad_files_are_one_line_errors_that_name_the_key(tmp_path, text, message
     assert str(config) in str(error.value)
 
 
+def test_a_runs_config_json_does_not_carry_its_folder_name(tmp_path):
+    config = parse_config(ppo.Config, ["--run-name", "mine", "--seed", "3"])
+    recorded = run_config(ppo.PPO(config.ppo), config)
+    assert recorded["run"]["tracking"]["run_name"] is None  # a new run gets a new folder
+    path = write(tmp_path / "config.json", json.dumps(recorded))
+    assert parse_config(ppo.Config, ["--config", str(path)]).run.tracking.run_name is None
+
+
 def test_null_invocation_fields_and_a_recorded_config_path_are_accepted(tmp_path):
     values = {"resume": None, "stop_after": None, "config": "configs/demo.yaml", "seed": 2}
     parsed = apply_settings(ppo.Config(), values, source="x.json", algorithm="ppo")

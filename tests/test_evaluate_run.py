@@ -54,6 +54,8 @@ def test_a_saved_run_reads_its_settings_and_evaluations(ppo_run, tiny_model_path
 
 
 def test_another_reference_changes_the_kl_and_not_the_samples(ppo_run, tmp_path):
+    """The samples are the policy's: with another reference their rewards, lengths and
+    held-out scores stay what the run recorded; only the KL moves."""
     from rlm.models import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other", seed=1)  # other random weights, same tokenizer
@@ -61,6 +63,10 @@ def test_another_reference_changes_the_kl_and_not_the_samples(ppo_run, tmp_path)
     result = evaluate_run(ppo_run, reference=str(other), output=output)
     assert json.loads(output.read_text()) == result
     summary = read_json(ppo_run / "summary.json")
+    last = [row for row in SavedRun.open(ppo_run).evaluations()][-1]
+    for key in ("eval/reward_mean", "eval/reward_std", "eval/completion_length",
+                "eval/heldout_reward_mean"):  # fmt: skip
+        assert result[key] == pytest.approx(last[key], abs=1e-6), key
     assert result["eval/reward_mean"] == pytest.approx(summary["eval_reward_after"], abs=1e-6)
     assert abs(result["eval/kl"] - summary["eval_kl_after"]) > 0.1
 

@@ -104,6 +104,23 @@ def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
     assert again.returncode == 2 and "already finished" in again.stderr
 
 
+def test_a_run_resumed_twice_ends_as_the_uninterrupted_one(tiny_model_path, tmp_path, capsys):
+    straight = run_tiny("ppo", tiny_model_path, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run_tiny("ppo", tiny_model_path, tmp_path / "split", "--stop-after", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = only_run(tmp_path / "split")
+    ppo = load_experiment("ppo")
+    # The checkpoint is after step 1: stopping "after step 1" again is refused.
+    assert ppo.cli(["--resume", str(run), "--stop-after", "1"]) == 2
+    assert "is not after it" in capsys.readouterr().err
+    assert ppo.cli(["--resume", str(run), "--stop-after", "3"]) == 0
+    assert read_json(run / "meta.json")["status"] == "stopped"
+    assert ppo.cli(["--resume", str(run)]) == 0
+    assert read_json(run / "meta.json")["status"] == "finished"
+    assert computed_metrics(run) == computed_metrics(only_run(tmp_path / "straight"))
+
+
 REWARD_FLAGS = [
     "--reward", "0.5*vader + 0.5*repetition:n=2", "--heldout-reward", "textblob",
     "--normalize-reward", "--reward-clip", "3",
@@ -217,13 +234,14 @@ def test_real_default_model_runs_a_ppo_step(tmp_path):
 
 
 def test_token_budget_stops_after_the_step_that_reaches_it(tiny_model_path, tmp_path):
-    result = run_tiny("ppo", tiny_model_path, tmp_path, "--token-budget", "10")
+    # A step generates at most 4 x 6 = 24 tokens: a budget of 25 takes two steps or more.
+    result = run_tiny("ppo", tiny_model_path, tmp_path, "--token-budget", "25")
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     rows = metrics_of(run)
     tokens = [r["perf/tokens"] for r in rows]
-    assert tokens[0] == 0 and tokens[-1] >= 10 and all(t < 10 for t in tokens[:-1])
-    assert len(rows) - 1 < 4  # stopped before --steps
+    assert tokens[0] == 0 and tokens[-1] >= 25 and all(t < 25 for t in tokens[:-1])
+    assert 2 <= len(rows) - 1 < 4  # stopped at the first step that spent it, before --steps
     assert "eval/reward_mean" in rows[-1]  # the final evaluation still ran
     summary = read_json(run / "summary.json")
     assert summary["steps"] == rows[-1]["step"] and summary["algorithm"] == "ppo"

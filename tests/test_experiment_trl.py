@@ -116,16 +116,31 @@ def test_rloo_takes_a_composite_reward_and_logs_its_parts(tiny_model_path, tmp_p
     )
 
 
+def test_grpo_epochs_are_passes_over_each_batch_within_one_step(tiny_model_path, tmp_path):
+    result = run_tiny("grpo", tiny_model_path, tmp_path, "--epochs", "2", "--steps", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    rows = metrics_of(run)
+    # Two steps of one batch each (4 completions), each batch trained on twice by TRL.
+    assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["perf/episodes"] == 8
+    state = read_json(run / "checkpoints" / "checkpoint-4" / "trainer_state.json")
+    assert state["global_step"] == 4
+    assert read_json(run / "checkpoints" / "checkpoint-4" / "run_state.json")["step"] == 2
+
+
 def test_sft_saves_a_model_the_rl_scripts_load(tiny_model_path, tmp_path):
     from rlm.models import load_causal_lm, resolve_model_path
 
-    result = run_tiny("sft", tiny_model_path, tmp_path, "--steps", "2")
+    # The chat template: demonstrations as conversations, evaluation in the same format.
+    chat = ["--prompt-format", "chat", "--max-length", "96"]  # the template's system prompt
+    result = run_tiny("sft", tiny_model_path, tmp_path, "--steps", "2", *chat)
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     rows = metrics_of(run)
     assert rows[0]["step"] == 0 and "eval/reward_mean" in rows[0]
     assert "train/loss" in rows[1] and "eval/kl" in rows[-1]
-    assert read_json(run / "summary.json")["generated_tokens"] == 0
+    summary = read_json(run / "summary.json")
+    assert summary["generated_tokens"] == 0 and summary["episodes"] == 2 * 4  # demonstrations
     model_dir = run / "policy"
     assert resolve_model_path(str(model_dir)) == str(model_dir)
     model, _ = load_causal_lm(str(model_dir))
@@ -138,9 +153,11 @@ def test_sft_saves_a_model_the_rl_scripts_load(tiny_model_path, tmp_path):
 
 # length:target=3 rewards the tiny random model's completions unevenly (VADER gives it
 # zeros): advantages, losses and the evaluation all carry signal to compare.
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo", "sft"])
-def test_a_resumed_run_ends_as_the_uninterrupted_one(tiny_model_path, tmp_path, algorithm):
-    flags = ["--reward", "length:target=3"]
+@pytest.mark.parametrize(
+    ("algorithm", "own"), [("grpo", []), ("grpo", ["--epochs", "2"]), ("rloo", []), ("sft", [])]
+)
+def test_a_resumed_run_ends_as_the_uninterrupted_one(tiny_model_path, tmp_path, algorithm, own):
+    flags = ["--reward", "length:target=3", *own]
     straight = run_tiny(algorithm, tiny_model_path, tmp_path / "straight", *flags)
     assert straight.returncode == 0, straight.stderr[-3000:]
     first = run_tiny(algorithm, tiny_model_path, tmp_path / "split", *flags, "--stop-after", "1")
@@ -173,9 +190,11 @@ def test_shared_settings_map_onto_trl_arguments(tmp_path):
     group = GroupSettings(num_generations=4, kl_coef=0.3, epochs=2, clip_range=0.1)
     for config_type in (GRPOConfig, RLOOConfig):
         args = config_type(
-            **trainer_arguments(settings, tmp_path), **sampling_arguments(settings, group)
+            **trainer_arguments(settings, tmp_path, updates_per_step=2),
+            **sampling_arguments(settings, group),
         )
-        assert (args.max_steps, args.per_device_train_batch_size) == (7, 8)
+        # 7 batches of 8 completions, each trained on twice (--epochs 2): 14 optimizer steps.
+        assert (args.max_steps, args.per_device_train_batch_size) == (14, 8)
         assert (args.learning_rate, args.lr_scheduler_type, args.max_grad_norm) == (
             3e-4, "linear", 0.5,
         )  # fmt: skip
@@ -199,6 +218,7 @@ def test_shared_settings_map_onto_trl_arguments(tmp_path):
         ("sft", ["--demonstrations", "/no/such.jsonl"], "does not exist"),
         ("sft", ["--token-budget", "100"], "sft generates no tokens"),
         ("sft", ["--normalize-reward"], "not from rewards"),
+        ("sft", ["--min-confidence", "1.5"], "--min-confidence must be in [0, 1]"),
     ],
 )
 def test_bad_input_fails_in_one_line_without_a_run_folder(

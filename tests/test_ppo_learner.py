@@ -56,7 +56,18 @@ def test_gradient_accumulation_splits_minibatches_and_keeps_the_optimizer_steps(
     assert result.episodes == 8 and 8 <= result.tokens <= 32
 
 
-def test_the_rollout_seed_depends_on_the_iteration_only(tiny_model_path):
-    learner = learner_for(tiny_model_path, PPOSettings(epochs=1, minibatches=1))
-    seeds = [learner.rollout_seed(i, batch_size=8) for i in range(3)]
-    assert len(set(seeds)) == 3 and seeds == [learner.rollout_seed(i, 8) for i in range(3)]
+def test_an_iterations_prompts_depend_on_its_number_not_on_what_ran_before(tiny_model_path):
+    """What a resumed run relies on: iteration 2 draws the same tasks whether or not
+    iterations 0 and 1 ran (and changed the weights) in this process."""
+
+    def tasks_of(learner: PPOLearner, vector_env: Any, iteration: int) -> list[int]:
+        learner.step(vector_env, iteration)
+        return [int(env._task_index) for env in vector_env.envs]
+
+    settings = PPOSettings(epochs=1, minibatches=1)
+    vector_env = make_text_vector_env("rlm/Sentiment-v0", 4, split="train")
+    fresh = tasks_of(learner_for(tiny_model_path, settings), vector_env, 2)
+    trained = learner_for(tiny_model_path, settings)
+    before = [tasks_of(trained, vector_env, i) for i in (0, 1)]
+    assert tasks_of(trained, vector_env, 2) == fresh
+    assert fresh not in before  # other iterations draw other tasks
