@@ -20,6 +20,7 @@ training exactly as in the RL scripts; everything else is the runner's.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -139,7 +140,8 @@ class SFT(TRLAlgorithm):
         trainer = SFTTrainer(
             run.policy.policy, args=args, train_dataset=dataset, processing_class=run.tokenizer
         )
-        if len(trainer.train_dataset) == 0:  # TRL drops what truncation leaves no completion of
+        kept = trainer.train_dataset  # TRL drops what truncation leaves no completion of
+        if isinstance(kept, Sized) and len(kept) == 0:
             raise ConfigError(
                 f"no demonstration fits in --max-length {self.settings.max_length} tokens with "
                 f"the {run.prompt_kind} prompt format: raise --max-length"
