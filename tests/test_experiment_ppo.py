@@ -77,10 +77,16 @@ def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
     ]  # fmt: skip
 
 
-def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
-    straight = run_tiny("ppo", tiny_model_path, tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-3000:]
+@pytest.fixture(scope="module")
+def straight_run(tiny_model_path, tmp_path_factory) -> Path:
+    """The tiny run without interruption, which resumed runs must end as."""
+    output = tmp_path_factory.mktemp("straight")
+    result = run_tiny("ppo", tiny_model_path, output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run(output)
 
+
+def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path, straight_run):
     first = run_tiny("ppo", tiny_model_path, tmp_path / "split", "--stop-after", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     run = only_run(tmp_path / "split")
@@ -93,7 +99,7 @@ def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
     assert read_json(run / "meta.json")["status"] == "finished"
 
     # Restored weights, optimizer, RNG and rollout seeds: the same run as without the stop.
-    reference = only_run(tmp_path / "straight")
+    reference = straight_run
     assert computed_metrics(run) == computed_metrics(reference)
     expected, got = final_trainable(reference), final_trainable(run)
     assert expected.keys() == got.keys()
@@ -104,9 +110,9 @@ def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path):
     assert again.returncode == 2 and "already finished" in again.stderr
 
 
-def test_a_run_resumed_twice_ends_as_the_uninterrupted_one(tiny_model_path, tmp_path, capsys):
-    straight = run_tiny("ppo", tiny_model_path, tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-3000:]
+def test_a_run_resumed_twice_ends_as_the_uninterrupted_one(
+    tiny_model_path, tmp_path, capsys, straight_run
+):
     first = run_tiny("ppo", tiny_model_path, tmp_path / "split", "--stop-after", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     run = only_run(tmp_path / "split")
@@ -118,7 +124,7 @@ def test_a_run_resumed_twice_ends_as_the_uninterrupted_one(tiny_model_path, tmp_
     assert read_json(run / "meta.json")["status"] == "stopped"
     assert ppo.cli(["--resume", str(run)]) == 0
     assert read_json(run / "meta.json")["status"] == "finished"
-    assert computed_metrics(run) == computed_metrics(only_run(tmp_path / "straight"))
+    assert computed_metrics(run) == computed_metrics(straight_run)
 
 
 REWARD_FLAGS = [
