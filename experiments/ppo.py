@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import tyro
-from peft import PeftModel
-from transformers import AutoModel, PreTrainedModel
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from rlm.models import resolve_model_path
@@ -37,6 +35,10 @@ from rlm.ppo_update import PPOSettings
 from rlm.runner import Algorithm, Run, run_experiment
 from rlm.scripting import run_cli
 from rlm.settings import RunSettings
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -64,6 +66,8 @@ class PPO(Algorithm):
         self, policy: PreTrainedModel | PeftModel, settings: RunSettings, dtype: torch.dtype
     ) -> ActorCritic:
         """A value head on the policy's trunk, or on a separate critic (--value-model)."""
+        from transformers import AutoModel  # after rlm: its import quiets torchao's
+
         value_model = None
         if self.settings.value_model is not None:
             path = resolve_model_path(self.settings.value_model)

@@ -2,6 +2,7 @@
 
     rlm list-envs                 # every registered environment with its description
     rlm check-env rlm/Search-v0   # check one environment; exit status 1 when a check fails
+    rlm compress runs/<run> --method int8-dynamic -o runs/<run>-int8   # a smaller model
     python -m rlm list-envs       # the same, without the installed script
 
 Environments of the project's ``envs`` package are registered by importing it; pass
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 
@@ -59,6 +61,23 @@ def check_env(env_id: str, modules: list[str], seed: int, episodes: int) -> int:
     return 0 if report.passed else 1
 
 
+def compress(args: argparse.Namespace) -> int:
+    from rlm.compress import compress as compress_folder  # imports torch only when asked
+    from rlm.compression import Compression
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    compression = Compression(
+        method=args.method, sparsity=args.sparsity, structure=args.structure,
+        recover_steps=args.recover_steps, recover_lr=args.recover_lr,
+    )  # fmt: skip
+    out = compress_folder(Path(args.source), Path(args.output), compression, seed=args.seed)
+    print(f"{args.method} model written to {out} (see {out / 'compression.json'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlm", description="rlm command-line tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,12 +88,42 @@ def main(argv: list[str] | None = None) -> int:
     checking.add_argument("--module", action="append", default=["envs"], help="module to import")
     checking.add_argument("--seed", type=int, default=0, help="seed of the rollouts")
     checking.add_argument("--episodes", type=int, default=12, help="episodes to play")
+    compressing = commands.add_parser(
+        "compress", help="quantize or prune a run's policy, a model or a reward model"
+    )
+    compressing.add_argument("source", help="a run folder, a model folder or a reward-model folder")
+    compressing.add_argument("-o", "--output", required=True, help="the folder to write (new)")
+    compressing.add_argument(
+        "--method", required=True, help="bf16, int8-dynamic, int8-weight, int4-weight or prune"
+    )
+    compressing.add_argument(
+        "--sparsity", type=float, default=0.5, help="prune: share of weights set to zero"
+    )
+    compressing.add_argument(
+        "--structure", default="unstructured", help="prune: unstructured, rows or heads"
+    )
+    compressing.add_argument(
+        "--recover-steps",
+        type=int,
+        default=0,
+        help="prune: fine-tune steps on the policy's own samples",
+    )
+    compressing.add_argument(
+        "--recover-lr",
+        type=float,
+        default=1e-5,
+        help="prune: the recovery fine-tune's learning rate",
+    )
+    compressing.add_argument("--seed", type=int, default=1, help="seed of the recovery samples")
+    compressing.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     try:
         if args.command == "list-envs":
             return list_envs(args.module)
         if args.command == "check-env":
             return check_env(args.env_id, args.module, args.seed, args.episodes)
+        if args.command == "compress":
+            return compress(args)
     except RlmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -186,6 +187,16 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def load_pretrained(model_class: Any, path: str, dtype: torch.dtype = torch.float32) -> Any:
+    """``model_class.from_pretrained(path)``, or, for a folder of optimum-quanto weights
+    (written by ``rlm compress --method int4-weight``), the model rebuilt from them."""
+    from rlm.compression import QUANTO_MAP, load_quanto  # here: quanto only when needed
+
+    if (Path(path) / QUANTO_MAP).is_file():
+        return load_quanto(model_class, Path(path), dtype)
+    return model_class.from_pretrained(path, dtype=dtype)
+
+
 def load_causal_lm(
     name_or_path: str, *, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -197,7 +208,7 @@ def load_causal_lm(
     resolved = resolve_model_path(name_or_path)
     try:
         tokenizer = load_tokenizer(resolved)
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype)
+        model = load_pretrained(AutoModelForCausalLM, resolved, dtype)
     except OSError as exc:  # the Hub is unreachable or the id does not exist
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(

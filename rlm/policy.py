@@ -153,7 +153,8 @@ class ActorCritic(nn.Module):
             hidden = self.value_model(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
             ).last_hidden_state[:, response_start - 1 : -1]
-        values = self.value_head(hidden).squeeze(-1).float()
+        # The head stays in float32 whatever the trunk's dtype (bfloat16 weights, say).
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return ForwardOutput(logprobs, values, entropy)
 
     @contextlib.contextmanager

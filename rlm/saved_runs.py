@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from rlm.config_files import apply_settings
 from rlm.errors import ConfigError
-from rlm.models import load_tokenizer, resolve_model_path
+from rlm.models import load_pretrained, load_tokenizer, resolve_model_path
 from rlm.policy import peft_quietly
 from rlm.settings import RunSettings, eval_seed
 
@@ -102,4 +102,4 @@ class SavedRun:
             base = AutoModelForCausalLM.from_pretrained(start, dtype=dtype)
             with peft_quietly():
                 return PeftModel.from_pretrained(base, str(self.policy_dir)), tokenizer
-        return AutoModelForCausalLM.from_pretrained(str(self.policy_dir), dtype=dtype), tokenizer
+        return load_pretrained(AutoModelForCausalLM, str(self.policy_dir), dtype), tokenizer

@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rlm.errors import ConfigError, ModelNotFoundError
+from rlm.models import load_pretrained
 from rlm.reward_models.folder import find_model_folder, read_metadata
 from rlm.reward_models.lstm import load_lstm
 from rlm.reward_models.training import Encoder, logits_of
@@ -147,7 +148,7 @@ def load_reward_model(
     source = hub_id or str(folder)
     try:
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(source))
-        hf_model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32)
+        hf_model = load_pretrained(AutoModelForSequenceClassification, source, torch.float32)
     except OSError as exc:  # no hub, an unknown id, or missing files
         raise ModelNotFoundError(
             f"reward model {source!r} is not a local folder and could not be loaded from the "
