@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import PeftModel
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlm.compression import (
@@ -57,15 +59,17 @@ def compress(source: Path, out: Path, compression: Compression, *, seed: int = 1
             "--recover-steps fine-tunes on the policy's own samples of its task: pass a run "
             "folder (it names the environment and the prompt format)"
         )
+    started = time.perf_counter()
     with staging_folder(out) as staging:
         if kind == "run":
-            _compress_run(source, staging, compression, seed)
+            model = _compress_run(source, staging, compression, seed)
         elif kind == "model":
             model, tokenizer = load_causal_lm(str(source))
             _compress_model(model, tokenizer, compression, staging)
-            record(staging, compression, source, sparsity=sparsity_of(model))
         else:
-            _compress_reward_model(source, staging, compression)
+            model = _compress_reward_model(source, staging, compression)
+        record(staging, compression, source, measured_sparsity=sparsity_of(model),
+               seconds=time.perf_counter() - started)  # fmt: skip
     return out
 
 
@@ -79,7 +83,7 @@ def _compress_model(model: PreTrainedModel, tokenizer: Any, compression: Compres
         compress_pretrained(model, compression, folder, tokenizer=tokenizer)
 
 
-def _compress_run(source: Path, folder: Path, compression: Compression, seed: int) -> None:
+def _compress_run(source: Path, folder: Path, compression: Compression, seed: int) -> nn.Module:
     saved = SavedRun.open(source)
     policy, tokenizer = saved.load_policy()
     model = _merged(policy)
@@ -96,10 +100,10 @@ def _compress_run(source: Path, folder: Path, compression: Compression, seed: in
     for name in ("config.json", "summary.json", "meta.json"):
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
-    record(folder, compression, source, sparsity=sparsity_of(model))
+    return model
 
 
-def _compress_reward_model(source: Path, folder: Path, compression: Compression) -> None:
+def _compress_reward_model(source: Path, folder: Path, compression: Compression) -> nn.Module:
     from rlm.reward_models.loading import load_reward_model
 
     model_folder = find_model_folder(source)
@@ -127,7 +131,7 @@ def _compress_reward_model(source: Path, folder: Path, compression: Compression)
         assert isinstance(loaded.model, PreTrainedModel)
         _compress_model(loaded.model, tokenizer, compression, folder)
     shutil.copy2(model_folder / METADATA_FILE, folder / METADATA_FILE)
-    record(folder, compression, source, sparsity=sparsity_of(loaded.model))
+    return loaded.model
 
 
 def recover(pruned: PreTrainedModel, original: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

@@ -7,7 +7,8 @@
 
 Every arm (``METHOD[:option=value,...]``, the options of ``rlm compress``) compresses each
 source with :func:`rlm.compress.compress` into ``--work-dir`` (kept: a second call reuses
-it), then, in this one process, after the uncompressed model, at ``--threads`` threads:
+it; its ``compression.json`` keeps the seconds compressing took), then, in this one
+process, after the uncompressed model, at ``--threads`` threads:
 
 - policies (run folders): the held-out reward of the run's own evaluation (its prompts,
   seed, sampling, reward), the KL of the compressed policy to the uncompressed one on its
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -119,7 +119,10 @@ def _memory_child(kind: str, folder: str, threads: str, dtype: str) -> None:
         from rlm.scorers.classifier import ClassifierReward
 
         ClassifierReward(folder)([""] * 32, ["what a lovely day"] * 32)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, the peak of this process's own memory map (ru_maxrss would carry the parent's
+    # peak over the exec on Linux).
+    status = Path("/proc/self/status").read_text().splitlines()
+    print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
 
 
 # --- policies ---------------------------------------------------------------------------------
@@ -197,6 +200,7 @@ def measure_policy(run: Path, folder: Path, reference: Any, config: Config) -> d
             config.threads,
             "bfloat16" if method == "bf16" else "float32",
         ),  # fmt: skip
+        "folder": str(folder),
     }
 
 
@@ -219,10 +223,9 @@ def benchmark_policies(config: Config) -> list[dict[str, Any]]:
         print(rows[-1], flush=True)
         for arm in config.arms:
             out = config.work_dir / run.name / arm.replace(":", "_").replace(",", "_")
-            started = time.perf_counter()
             if not out.exists():
                 compress(run, out, parse_arm(arm))
-            seconds = time.perf_counter() - started
+            seconds = json.loads((out / "compression.json").read_text())["seconds"]
             rows.append({"run": run.name, "arm": arm, "compress_s": seconds,
                          **measure_policy(run, out, original, config)})  # fmt: skip
             print(rows[-1], flush=True)
@@ -309,12 +312,14 @@ def benchmark_reward_models(config: Config) -> list[dict[str, Any]]:
 def policy_tables(rows: list[dict[str, Any]]) -> str:
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     header = ("| arm | held-out reward (mean over runs) | KL to uncompressed (nats) | perplexity "
-              "| size MB | peak memory MB | generated tokens/s | runs |")  # fmt: skip
-    lines = [header, "|" + " --- |" * 8]
+              "| size MB | peak memory MB | generated tokens/s | compress s | runs |")  # fmt: skip
+    lines = [header, "|" + " --- |" * 9]
     for arm in arms:
         group = [r for r in rows if r["arm"] == arm]
         keys = ("reward", "kl_to_uncompressed", "perplexity", "size_mb", "peak_mb", "tokens_per_s")
         mean = {k: statistics.mean(r[k] for r in group) for k in keys}
+        took = [r["compress_s"] for r in group if "compress_s" in r]
+        seconds = f"{statistics.mean(took):.1f}" if took else "-"
         spread = (
             f" [{min(r['reward'] for r in group):+.3f}, {max(r['reward'] for r in group):+.3f}]"
         )
@@ -322,7 +327,7 @@ def policy_tables(rows: list[dict[str, Any]]) -> str:
             f"| {arm} | {mean['reward']:+.3f}{spread if len(group) > 1 else ''} "
             f"| {mean['kl_to_uncompressed']:.2f} | {mean['perplexity']:.1f} "
             f"| {mean['size_mb']:.0f} | {mean['peak_mb']:.0f} | {mean['tokens_per_s']:.0f} "
-            f"| {len(group)} |"
+            f"| {seconds} | {len(group)} |"
         )
     runs = ["", "| run | arm | held-out reward | KL to uncompressed | perplexity | tokens/s |",
             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
