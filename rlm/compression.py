@@ -22,8 +22,9 @@ Methods (``--method``):
 ``int8-dynamic``   int8 weights and dynamically quantized int8 activations in every linear
                    layer (torchao, through transformers' ``TorchAoConfig``)
 ``int8-weight``    int8 weights, float activations (torchao)
-``int4-weight``    4-bit weights in groups (optimum-quanto ``qint4``; torchao 0.18 has no
-                   CPU kernel for 4 bits); the output head stays as it is
+``int4-weight``    4-bit weights in groups (optimum-quanto ``qint4``: torchao 0.18's 4 bits
+                   need the mslk kernel package, which does not install, or a GPU); the
+                   output head stays as it is
 ``prune``          magnitude pruning (``torch.nn.utils.prune``) of the linear layers at
                    ``--sparsity``: ``unstructured`` (single weights), ``rows`` (whole
                    output rows, L2 norm) or ``heads`` (whole attention heads: their query
