@@ -39,8 +39,11 @@ lint: install
 	$(BIN)/ruff format --check rlm envs experiments scripts tests
 	$(BIN)/mypy
 
+# Two pytest workers (pytest-xdist): the tests are single-threaded, and the machines have 2 cores.
+TEST_WORKERS ?= 2
+
 test: model lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -28,7 +28,7 @@ import torch
 import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
-from rlm.models import resolve_model_path
+from rlm.models import load_pretrained, resolve_model_path
 from rlm.policy import ActorCritic, check_same_tokenizer
 from rlm.ppo_learner import Optimization, PPOLearner
 from rlm.ppo_update import PPOSettings
@@ -71,7 +71,9 @@ class PPO(Algorithm):
         value_model = None
         if self.settings.value_model is not None:
             path = resolve_model_path(self.settings.value_model)
-            value_model = AutoModel.from_pretrained(path, dtype=dtype)
+            value_model = load_pretrained(
+                AutoModel, path, dtype, trust_remote_code=settings.trust_remote_code
+            )
             check_same_tokenizer(
                 policy.config.get_text_config().vocab_size,
                 value_model.config.get_text_config().vocab_size,

@@ -3,8 +3,11 @@
 A run keeps its checkpoints in ``checkpoints/checkpoint-<step>/`` (the naming TRL's
 trainers use). The algorithm writes its own state there first (PPO: below; GRPO, RLOO and
 SFT: their trainer's files), then the runner writes ``run_state.json`` (the step, the
-token and episode counters, the evaluation before training): a folder without it is
-incomplete and ignored.
+token and episode counters, the evaluations, and a manifest of every file in the folder
+with its size and SHA-256), atomically. A folder without it is incomplete (the run died
+while writing it); one whose files no longer match the manifest (truncated, a full disk,
+changed) is corrupt. :func:`find_resume_checkpoint` skips both, newest first, in favour
+of the previous checkpoint; two complete ones are kept for that.
 
 PPO's training state (:func:`save_training_state`) is:
 
@@ -21,6 +24,7 @@ PPO's training state (:func:`save_training_state`) is:
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import re
 import shutil
@@ -32,6 +36,8 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from rlm.errors import ConfigError
+from rlm.files import manifest, manifest_problem, write_json
 from rlm.policy import ActorCritic
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -52,18 +58,23 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(match.group(1))
 
 
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints in ``folder``, oldest first."""
+def checkpoint_folders(folder: Path) -> list[Path]:
+    """Every ``checkpoint-<step>`` folder in ``folder``, complete or not, oldest first."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if _STEP.match(p.name) and (p / RUN_STATE).is_file()]
-    return sorted(found, key=checkpoint_step)
+    return sorted((p for p in folder.iterdir() if _STEP.match(p.name)), key=checkpoint_step)
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints in ``folder`` (they have ``run_state.json``), oldest first."""
+    return [p for p in checkpoint_folders(folder) if (p / RUN_STATE).is_file()]
 
 
 def complete_checkpoint(checkpoint: Path, state: dict[str, Any], keep: int = 2) -> None:
-    """Write ``run_state.json`` into ``checkpoint``, which makes it complete, and delete
-    all but the newest ``keep`` complete checkpoints beside it (main process only)."""
-    (checkpoint / RUN_STATE).write_text(json.dumps(state, indent=2))
+    """Write ``run_state.json`` (``state`` and the folder's manifest) into ``checkpoint``,
+    which makes it complete, and delete all but the newest ``keep`` complete checkpoints
+    beside it (main process only)."""
+    write_json(checkpoint / RUN_STATE, {**state, "files": manifest(checkpoint)})
     for old in list_checkpoints(checkpoint.parent)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -71,6 +82,30 @@ def complete_checkpoint(checkpoint: Path, state: dict[str, Any], keep: int = 2) 
 def read_run_state(checkpoint: Path) -> dict[str, Any]:
     """The runner's state saved with a checkpoint."""
     return dict(json.loads((checkpoint / RUN_STATE).read_text()))
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (incomplete, or corrupt), or None."""
+    if not (checkpoint / RUN_STATE).is_file():
+        return f"incomplete (no {RUN_STATE}: the run stopped while writing it)"
+    try:
+        state = read_run_state(checkpoint)
+    except (ValueError, OSError) as exc:
+        return f"corrupt ({RUN_STATE} does not read: {exc})"
+    problem = manifest_problem(checkpoint, state.get("files", {}))
+    return None if problem is None else f"corrupt ({problem})"
+
+
+def find_resume_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint in ``folder`` that can be resumed from (None if there is
+    none), and the newer ones skipped, each with why."""
+    skipped: list[tuple[Path, str]] = []
+    for checkpoint in reversed(checkpoint_folders(folder)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint, skipped
+        skipped.append((checkpoint, problem))
+    return None, skipped
 
 
 def _trainable_state(model: ActorCritic) -> dict[str, torch.Tensor]:
@@ -137,7 +172,14 @@ def load_training_state(
     lacking = sorted(trainable & set(missing))
     if lacking:
         raise RuntimeError(f"checkpoint {folder} lacks trainable tensors: {lacking[:3]}")
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    try:
+        optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"checkpoint {folder}: optimizer.pt holds more than tensors and numbers; rlm "
+            "refuses to unpickle it (that could run code). Resume only checkpoints you trust"
+        ) from None
+    optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
     rng_file = folder / f"rng_state_{accelerator.process_index}.json"
     if rng_file.exists():

@@ -48,7 +48,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from rlm.errors import ConfigError, UnknownEnvironmentError
-from rlm.rewards import RewardFunction, check_rewards, reward_components
+from rlm.rewards import RewardFunction, reward_components, score_batch
 from rlm.spaces import TextSpace
 
 MAX_TEXT_LENGTH = 100_000
@@ -187,10 +187,10 @@ class TextEnv(gym.Env[str, str]):
         The reward's components, if it reports any, are kept on each pending step.
         """
         columns = {key: [p.info.get(key) for p in pending] for key in pending[0].info}
-        values = self.reward_fn(
-            [p.prompt for p in pending], [p.completion for p in pending], **columns
-        )
-        scores = check_rewards(values, len(pending), env_id=self.env_id, reward=self.reward_fn)
+        scores = score_batch(
+            self.reward_fn, [p.prompt for p in pending], [p.completion for p in pending],
+            columns, env_id=self.env_id,
+        )  # fmt: skip
         for name, parts in reward_components(self.reward_fn, len(pending)).items():
             for step, part in zip(pending, parts, strict=True):
                 step.components[name] = part

@@ -26,5 +26,10 @@ class UnknownEnvironmentError(RlmError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DivergedError(RlmError, ArithmeticError):
+    """Training produced non-finite numbers (losses, gradients, logits or values) step
+    after step: the weights have diverged."""
+
+
 class RewardError(RlmError, ValueError):
     """A reward function returned something other than one finite float per completion."""

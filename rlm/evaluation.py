@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlm.env import TextVectorEnv, make_text_vector_env
 from rlm.policy import ActorCritic
-from rlm.rewards import RewardFunction, check_rewards, reward_components, reward_name
+from rlm.rewards import RewardFunction, reward_components, reward_name, score_batch
 from rlm.rollout import (
     Episodes,
     GenerationSettings,
@@ -35,7 +35,7 @@ from rlm.rollout import (
 logger = logging.getLogger(__name__)
 
 
-def heldout_scores(reward: RewardFunction, episodes: Episodes) -> list[float]:
+def heldout_scores(reward: RewardFunction, episodes: Episodes, *, env_id: str) -> list[float]:
     """Score each episode's final completion with a reward it was not trained on.
 
     The reward sees the episode's first prompt, its last completion and the columns of its
@@ -45,8 +45,7 @@ def heldout_scores(reward: RewardFunction, episodes: Episodes) -> list[float]:
     keys = sorted({k for info in episodes.infos for k in info if not k.startswith("reward/")})
     columns = {k: [info.get(k) for info in episodes.infos] for k in keys}
     finals = [turns[-1] if turns else "" for turns in episodes.completions]
-    values = reward(episodes.prompts, finals, **columns)
-    return check_rewards(values, len(episodes), env_id="held-out", reward=reward)
+    return score_batch(reward, episodes.prompts, finals, columns, env_id=env_id)
 
 
 class Evaluator:
@@ -145,7 +144,7 @@ class Evaluator:
                 lengths += episodes.completion_lengths.tolist()
                 rows += episodes.sample_rows()
                 if self.heldout is not None:
-                    scores = heldout_scores(self.heldout, episodes)
+                    scores = heldout_scores(self.heldout, episodes, env_id=self.env_id)
                     heldout += scores
                     for row, score in zip(rows[-len(scores) :], scores, strict=True):
                         row[f"heldout_{reward_name(self.heldout)}"] = score

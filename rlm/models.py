@@ -14,13 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlm.errors import ModelNotFoundError
+from rlm.errors import ConfigError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -178,37 +179,88 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path  # a Hub id: from_pretrained resolves it (or its local HF cache)
 
 
-def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name_or_path: str | Path, *, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
     """Load a tokenizer set up for batched generation: left padding and a pad token."""
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    with _no_remote_code(str(name_or_path), trust_remote_code):
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code
+        )
     tokenizer.padding_side = "left"  # decoder-only generation continues from the right edge
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_pretrained(model_class: Any, path: str, dtype: torch.dtype = torch.float32) -> Any:
-    """``model_class.from_pretrained(path)``, or, for a folder of optimum-quanto weights
-    (written by ``rlm compress --method int4-weight``), the model rebuilt from them."""
+@contextlib.contextmanager
+def _no_remote_code(path: str, trust_remote_code: bool) -> Iterator[None]:
+    """Turn transformers' refusal to run a model's own code into a line naming the flag."""
+    try:
+        yield
+    except ValueError as exc:
+        if trust_remote_code or "trust_remote_code" not in str(exc):
+            raise
+        raise ConfigError(
+            f"model {path!r} ships its own Python code (auto_map in its config.json), which "
+            "rlm does not run by default; pass --trust-remote-code to run it, for a model "
+            "whose code you trust"
+        ) from None
+
+
+def _pickled_only(path: str) -> bool:
+    folder = Path(path)
+    return folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin"))
+
+
+def load_pretrained(
+    model_class: Any,
+    path: str,
+    dtype: torch.dtype = torch.float32,
+    *,
+    trust_remote_code: bool = False,
+) -> Any:
+    """``model_class.from_pretrained(path)`` from safetensors only (a pickled ``.bin`` can
+    run code when it loads), without the model's own code unless ``trust_remote_code``;
+    or, for a folder of optimum-quanto weights (``rlm compress --method int4-weight``), the
+    model rebuilt from them.
+
+    Raises:
+        ModelNotFoundError: the folder holds pickled weights only.
+        ConfigError: the model needs its own code and ``trust_remote_code`` is off.
+    """
     from rlm.compression import QUANTO_MAP, load_quanto  # here: quanto only when needed
 
     if (Path(path) / QUANTO_MAP).is_file():
         return load_quanto(model_class, Path(path), dtype)
-    return model_class.from_pretrained(path, dtype=dtype)
+    if _pickled_only(path):
+        raise ModelNotFoundError(
+            f"model folder {path!r} holds pickled weights only (*.bin), which can run code "
+            "when loaded; rlm loads safetensors. Convert it once where you trust it: "
+            "from_pretrained(folder, use_safetensors=False).save_pretrained(new_folder)"
+        )
+    with _no_remote_code(path, trust_remote_code):
+        return model_class.from_pretrained(
+            path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
 
 
 def load_causal_lm(
-    name_or_path: str, *, dtype: torch.dtype = torch.float32
+    name_or_path: str, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from ``"default"``, a local folder or a Hub id.
+    """Load a causal LM and its tokenizer from ``"default"``, a local folder or a Hub id
+    (:func:`load_pretrained`: safetensors only, no model code unless ``trust_remote_code``).
 
     Raises:
         ModelNotFoundError: with a one-line message when nothing loadable is found.
+        ConfigError: the model needs its own code and ``trust_remote_code`` is off.
     """
     resolved = resolve_model_path(name_or_path)
     try:
-        tokenizer = load_tokenizer(resolved)
-        model = load_pretrained(AutoModelForCausalLM, resolved, dtype)
+        tokenizer = load_tokenizer(resolved, trust_remote_code=trust_remote_code)
+        model = load_pretrained(
+            AutoModelForCausalLM, resolved, dtype, trust_remote_code=trust_remote_code
+        )
     except OSError as exc:  # the Hub is unreachable or the id does not exist
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(

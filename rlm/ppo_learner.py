@@ -151,20 +151,29 @@ class PPOLearner:
             temperature=temperature,
         )  # fmt: skip
         advantages = compute_advantages(scored, self.kl_controller.value, settings)
-        metrics = ppo_update(
-            accelerator, self.model, self.optimizer, self.scheduler, scored, advantages,
-            settings, temperature=temperature, max_grad_norm=self.optimization.max_grad_norm,
-        )  # fmt: skip
 
         # Statistics of this batch, over all processes.
         def gathered(value: torch.Tensor) -> torch.Tensor:
             return accelerator.gather(value.to(accelerator.device)).float()
 
+        # Non-finite log-probs or values on any process: no process updates on this batch.
+        finite = bool(gathered(torch.tensor([float(scored.finite())])).min() > 0)
+        if finite:
+            metrics = ppo_update(
+                accelerator, self.model, self.optimizer, self.scheduler, scored, advantages,
+                settings, temperature=temperature,
+                max_grad_norm=self.optimization.max_grad_norm,
+            )  # fmt: skip
+        else:
+            skipped = settings.epochs * settings.minibatches
+            metrics = {"train/skipped_updates": skipped, "perf/time_update": 0.0}
+
         stats = {k: gathered(v) for k, v in episode_statistics(scored, advantages).items()}
         mask = episodes.action_mask.to(advantages.returns.device)
         tokens = int(gathered(mask.sum().reshape(1)).sum())
         count = int(stats["reward"].numel())
-        self.kl_controller.update(float(stats["kl"].mean()), count)
+        if finite:  # a NaN KL would make the adaptive coefficient NaN for good
+            self.kl_controller.update(float(stats["kl"].mean()), count)
         generate_seconds = episodes.timings["generate"]
         metrics.update(
             {
@@ -190,7 +199,7 @@ class PPOLearner:
             }
         )
         if heldout is not None:
-            scores = torch.tensor(heldout_scores(heldout, episodes))
+            scores = torch.tensor(heldout_scores(heldout, episodes, env_id=envs.envs[0].env_id))
             metrics["heldout/reward_mean"] = float(gathered(scores).mean())
         for key, mean in episodes.component_means().items():
             metrics[key] = float(gathered(torch.tensor([mean])).mean())

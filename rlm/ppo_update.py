@@ -8,6 +8,7 @@ gradient accumulation through accelerate.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -130,7 +131,11 @@ def ppo_update(
     """Run ``epochs x minibatches`` optimizer steps on one batch; return mean statistics.
 
     ``model`` is the accelerate-prepared :class:`ActorCritic` (possibly DDP-wrapped);
-    ``accelerator.gradient_accumulation_steps`` must equal ``settings.grad_accum``.
+    ``accelerator.gradient_accumulation_steps`` must equal ``settings.grad_accum``. A step
+    whose gradient norm is not finite (a NaN or infinite loss, logit or value upstream) is
+    skipped, its gradients dropped, and counted in ``train/skipped_updates``: the weights
+    never take a non-finite step. (The norm is of the gradients summed over processes, so
+    every process skips the same steps.)
     """
     start = time.perf_counter()
     device = accelerator.device
@@ -140,6 +145,7 @@ def ppo_update(
     micro = minibatch // settings.grad_accum
     old_logprobs, old_values = scored.logprobs, scored.values
     stats: dict[str, list[float]] = defaultdict(list)
+    skipped = 0
     model.train()
     for _ in range(settings.epochs):
         order = torch.randperm(batch, generator=generator)
@@ -170,18 +176,27 @@ def ppo_update(
                     )
                     loss = pg_loss + settings.vf_coef * vf_loss
                     accelerator.backward(loss)
+                    finite = True
                     if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-                        stats["grad_norm"].append(float(grad_norm))
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        scheduler.step()
+                        grad_norm = float(
+                            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                        )
+                        finite = math.isfinite(grad_norm)
+                        if finite:
+                            stats["grad_norm"].append(grad_norm)
+                        else:
+                            skipped += 1
+                    if finite:
+                        optimizer.step()
+                        if accelerator.sync_gradients:
+                            scheduler.step()
                     optimizer.zero_grad()
                 stats["policy_loss"].append(pg_loss.item())
                 stats["value_loss"].append(vf_loss.item())
                 for key, value in {**pg_stats, **vf_stats}.items():
                     stats[key].append(value.item())
     result = {f"train/{k}": sum(v) / len(v) for k, v in stats.items()}
+    result["train/skipped_updates"] = skipped
     result["perf/time_update"] = time.perf_counter() - start
     return result
 

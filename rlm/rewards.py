@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,3 +80,82 @@ def check_rewards(values: Any, expected: int, *, env_id: str, reward: object) ->
             "rewards must be finite floats"
         )
     return floats
+
+
+class RewardFailed(RuntimeError):
+    """A reward raised: the message names the environment and the reward, and the
+    reward's own exception, with its traceback, is the cause (``__cause__``)."""
+
+
+def score_batch(
+    reward: RewardFunction,
+    prompts: list[str],
+    completions: list[str],
+    columns: dict[str, list[Any]],
+    *,
+    env_id: str,
+) -> list[float]:
+    """One call of ``reward`` on a batch, checked (:func:`check_rewards`).
+
+    Raises:
+        RewardFailed: the reward raised (its exception chained, traceback kept).
+        RewardError: it returned a wrong count or a non-finite value, or ran out of time
+            (:class:`TimeLimitedReward`).
+    """
+    try:
+        values = reward(prompts, completions, **columns)
+    except RewardError:
+        raise
+    except Exception as exc:
+        raise RewardFailed(
+            f"reward {reward_name(reward)!r} of environment {env_id!r} raised "
+            f"{type(exc).__name__}: {exc} (its traceback is above)"
+        ) from exc
+    return check_rewards(values, len(completions), env_id=env_id, reward=reward)
+
+
+class TimeLimitedReward:
+    """``reward``, stopped with a :class:`RewardError` when a call takes more than
+    ``seconds`` (``--reward-timeout``): a hung reward-model server or a slow rule then ends
+    the run with a message instead of stalling it for ever.
+
+    The call runs on a daemon thread, which Python cannot stop: a hung call is abandoned,
+    and the run exits with the error.
+
+    Example:
+        >>> fast = TimeLimitedReward(lambda p, c, **info: [1.0] * len(c), 5.0, env_id="demo")
+        >>> fast(["a"], ["b"])
+        [1.0]
+    """
+
+    def __init__(self, reward: RewardFunction, seconds: float, *, env_id: str) -> None:
+        self.reward = reward
+        self.seconds = seconds
+        self.env_id = env_id
+        self.__name__ = reward_name(reward)
+
+    @property
+    def last_components(self) -> dict[str, list[float]] | None:
+        return getattr(self.reward, "last_components", None)
+
+    def __call__(self, prompts: list[str], completions: list[str], **info: Any) -> Any:
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["values"] = self.reward(prompts, completions, **info)
+            except BaseException as exc:  # handed to the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=call, name=f"reward {self.__name__}", daemon=True)
+        worker.start()
+        worker.join(self.seconds)
+        if worker.is_alive():
+            raise RewardError(
+                f"reward {self.__name__!r} of environment {self.env_id!r} gave no answer "
+                f"within {self.seconds:g} s (--reward-timeout) for {len(completions)} "
+                "completions; is its server up? Raise --reward-timeout if it is only slow"
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["values"]

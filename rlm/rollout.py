@@ -25,6 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlm.env import TextVectorEnv
+from rlm.errors import DivergedError
 from rlm.policy import ActorCritic
 
 
@@ -257,18 +258,26 @@ def collect_episodes(
         input_ids = _pad(contexts, pad_id, left=True).to(device)
         attention_mask = _pad([[1] * len(c) for c in contexts], 0, left=True).to(device)
         start = time.perf_counter()
-        output = model.policy.generate(  # type: ignore[operator]
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=generation.max_new_tokens,
-            do_sample=True,
-            temperature=generation.temperature,
-            top_k=generation.top_k,
-            top_p=generation.top_p,
-            pad_token_id=pad_id,
-            eos_token_id=sorted(eos_ids),
-            use_cache=True,
-        )
+        try:
+            output = model.policy.generate(  # type: ignore[operator]
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=generation.max_new_tokens,
+                do_sample=True,
+                temperature=generation.temperature,
+                top_k=generation.top_k,
+                top_p=generation.top_p,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(eos_ids),
+                use_cache=True,
+            )
+        except RuntimeError as exc:
+            if "probability tensor contains" not in str(exc):
+                raise
+            raise DivergedError(
+                "the policy's next-token probabilities are not finite (NaN or infinite "
+                "logits): its weights have diverged; start again with a lower --lr"
+            ) from exc
         timings["generate"] += time.perf_counter() - start
 
         actions: list[str | None] = [None] * n
@@ -351,6 +360,11 @@ class ScoredEpisodes:
 
     def __len__(self) -> int:
         return len(self.episodes)
+
+    def finite(self) -> bool:
+        """Whether every log-prob (policy and reference) and value is a finite number."""
+        tensors = (self.logprobs, self.ref_logprobs, self.values)
+        return all(bool(t.isfinite().all()) for t in tensors)
 
     @property
     def sequence_kl(self) -> torch.Tensor:

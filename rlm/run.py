@@ -27,7 +27,6 @@ import dataclasses
 import enum
 import importlib.metadata
 import json
-import os
 import platform
 import socket
 import subprocess
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm.errors import ConfigError
+from rlm.files import truncate_jsonl, write_json
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -56,7 +56,7 @@ TRACKED_PACKAGES = (
     "numpy",
     "rlm",
 )
-STATUSES = ("running", "stopped", "finished", "failed")
+STATUSES = ("running", "stopped", "preempted", "finished", "failed")
 
 # The folder holding the rlm package: the project's repository in an editable install.
 _PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -101,13 +101,6 @@ def to_plain(value: Any) -> Any:
 def now_iso() -> str:
     """The local time with its UTC offset, to the second: ``2026-11-28T11:55:49+00:00``."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    # Write then rename, so a crash mid-write never leaves a truncated file behind.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -205,8 +198,8 @@ class RunDir:
             "packages": package_versions(),
         }
         run = cls(path)
-        _write_json(run.config_path, plain)
-        _write_json(run.meta_path, meta)
+        write_json(run.config_path, plain)
+        write_json(run.meta_path, meta)
         return run
 
     @classmethod
@@ -275,14 +268,15 @@ class RunDir:
         """
         meta = self.read_meta()
         meta.update(to_plain(fields))
-        _write_json(self.meta_path, meta)
+        write_json(self.meta_path, meta)
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Record the run's status in ``meta.json``, with the end time and ``extra`` fields.
 
         Args:
-            status: "running", "stopped" (resumable), "finished" or "failed". Any status
-                but "running" gets an ``end_time``; a resumed run has it cleared.
+            status: "running", "stopped" or "preempted" (both resumable), "finished" or
+                "failed". Any status but "running" gets an ``end_time``; a resumed run
+                has it cleared.
             **extra: More fields to record, for example ``error="ValueError: ..."``.
 
         Example:
@@ -296,3 +290,10 @@ class RunDir:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         end_time = None if status == "running" else now_iso()
         self.update_meta(status=status, end_time=end_time, **extra)
+
+    def rewind(self, step: int) -> None:
+        """Drop what was logged after ``step`` from ``metrics.jsonl`` and ``samples.jsonl``
+        (a run resumed from the checkpoint of ``step`` logs those steps again); ``-1``
+        drops everything (a run that starts again from the beginning)."""
+        for path in (self.metrics_path, self.samples_path):
+            truncate_jsonl(path, lambda row: int(row["step"]) <= step)

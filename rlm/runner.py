@@ -17,13 +17,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.distributed as dist
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 from peft import PeftModel
@@ -33,15 +35,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlm.checkpoint import (
     checkpoint_path,
     complete_checkpoint,
-    list_checkpoints,
+    find_resume_checkpoint,
     read_run_state,
 )
 from rlm.env import TextEnv, TextVectorEnv, check_env_id, make_text_vector_env
-from rlm.errors import ConfigError
+from rlm.errors import ConfigError, DivergedError
 from rlm.evaluation import Evaluator
+from rlm.files import write_json
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, add_lora
-from rlm.rewards import RewardFunction
+from rlm.preemption import Preempted, PreemptionSignals
+from rlm.rewards import RewardFunction, TimeLimitedReward
 from rlm.rollout import PromptFormat, make_prompt_format, resolve_prompt_format
 from rlm.run import RunDir, make_run_name, to_plain
 from rlm.scorers import Normalized, make_reward
@@ -116,6 +120,11 @@ class Run:
     step: int = 0
     finished: bool = False
     stopped: bool = False
+    skipped_streak: int = 0
+    """Steps in a row with a skipped update (``train/skipped_updates``: non-finite numbers)."""
+    preempted: bool = False
+    """Stopped by SIGTERM or SIGINT (:mod:`rlm.preemption`): checkpointed, to resume."""
+    signals: PreemptionSignals | None = None
     wall_time_before: float = 0.0
     """Seconds an interrupted run had taken before this process resumed it."""
     started: float = dataclasses.field(default_factory=time.perf_counter)
@@ -148,7 +157,8 @@ class Run:
         when due, log, and say whether to save a checkpoint and whether to stop.
 
         The last step (``--steps``, or the one that spends ``--token-budget``) is always
-        evaluated and saved; ``--stop-after`` saves and stops before the end.
+        evaluated and saved; ``--stop-after`` and a preempting signal (on any process)
+        save and stop before the end.
         """
         settings = self.settings
         self.step, self.tokens, self.episodes = step, self.tokens + tokens, self.episodes + episodes
@@ -161,11 +171,28 @@ class Run:
         metrics["perf/time_iteration_cpu"] = time.process_time() - self._step_started_cpu
         self.tracker.log(metrics, step=step)
         self._show_progress(step, metrics)
-        self.stopped = (
+        self._check_diverged(step, metrics)
+        signalled = self.signals is not None and self.signals.received is not None
+        # Every process stops at the same step, or the others would wait for it forever.
+        self.preempted = not self.finished and all_processes_sum(int(signalled), self.state) > 0
+        self.stopped = self.preempted or (
             not self.finished and settings.stop_after is not None and step >= settings.stop_after
         )
         save = step % settings.checkpoint_every == 0 or self.finished or self.stopped
         return StepEnd(save=save, stop=self.finished or self.stopped)
+
+    def _check_diverged(self, step: int, metrics: dict[str, float]) -> None:
+        """Stop, before this step is checkpointed, after ``--max-skipped-steps`` steps in a
+        row whose updates were skipped for non-finite numbers."""
+        skipped = metrics.get("train/skipped_updates", 0) > 0
+        self.skipped_streak = self.skipped_streak + 1 if skipped else 0
+        if self.skipped_streak >= self.settings.max_skipped_steps:
+            raise DivergedError(
+                f"step {step}: {self.skipped_streak} steps in a row had non-finite losses, "
+                "gradients, logits or values, and their updates were skipped: training has "
+                f"diverged. Start again with a lower --lr (this run: {self.settings.lr:g}); "
+                "the run's checkpoints hold only weights from finite updates"
+            )
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Held-out evaluation on the main process (the others wait); its samples logged."""
@@ -196,6 +223,7 @@ class Run:
             "finished": self.finished,
             "counters": {"tokens": self.tokens, "episodes": self.episodes},
             "eval_before": self.eval_before,
+            "last_eval": self.last_eval,
             "reward_normalizer": self.normalizer.state_dict() if self.normalizer else None,
             "wall_time_s": self.wall_time_s,
         }
@@ -203,6 +231,8 @@ class Run:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue where :meth:`state_dict` was taken."""
         self.start_step = self.step = state["step"]
+        self.finished = state["finished"]
+        self.last_eval = state.get("last_eval", {})
         self.tokens, self.episodes = state["counters"]["tokens"], state["counters"]["episodes"]
         self.eval_before = state["eval_before"]
         self.wall_time_before = state["wall_time_s"]
@@ -242,12 +272,17 @@ def make_rewards(
     normalised form for training (or None) and the held-out reward (or None)."""
     env_reward = env.reward_fn
     reward = make_reward(settings.reward, env_reward) if settings.reward else env_reward
+    heldout = make_reward(settings.heldout_reward, env_reward) if settings.heldout_reward else None
+    if settings.reward_timeout is not None:
+        seconds, env_id = settings.reward_timeout, env.env_id
+        reward = TimeLimitedReward(reward, seconds, env_id=env_id)
+        if heldout is not None:
+            heldout = TimeLimitedReward(heldout, seconds, env_id=env_id)
     normalizer = None
     if settings.normalize_reward or settings.reward_clip is not None:
         normalizer = Normalized(
             reward, normalize=settings.normalize_reward, clip=settings.reward_clip
         )
-    heldout = make_reward(settings.heldout_reward, env_reward) if settings.heldout_reward else None
     return reward, normalizer, heldout
 
 
@@ -261,7 +296,9 @@ def make_evaluator(
 ) -> Evaluator:
     """The run's held-out evaluation: its prompts, sampling, seed and rewards."""
     return Evaluator(
-        env_id, reward=reward if settings.reward else None, heldout=heldout,
+        env_id, heldout=heldout,
+        # The env's own reward unless --reward replaced it or --reward-timeout wraps it.
+        reward=reward if settings.reward or settings.reward_timeout is not None else None,
         num_prompts=settings.eval_prompts if num_prompts is None else num_prompts,
         batch_size=settings.eval_batch_size,
         generation=settings.generation, prompt_format=prompt_format,
@@ -269,25 +306,53 @@ def make_evaluator(
     )  # fmt: skip
 
 
-def _resume_point(settings: RunSettings) -> tuple[RunDir, Path, dict[str, Any]]:
+def all_processes_sum(value: int, state: PartialState) -> int:
+    """``value`` summed over every process (itself when there is one)."""
+    if state.num_processes > 1 and dist.is_available() and dist.is_initialized():
+        total = torch.tensor([value], dtype=torch.long, device=state.device)  # NCCL: on GPU
+        dist.all_reduce(total)
+        return int(total.item())
+    return value
+
+
+def _resume_point(
+    settings: RunSettings, state: PartialState
+) -> tuple[RunDir, Path | None, dict[str, Any] | None]:
+    """The run folder, and the checkpoint and runner state to continue from: the newest
+    sound checkpoint (newer incomplete or corrupt ones are reported and deleted), or
+    none, when the run starts again from step 0 in its folder with its saved settings."""
     assert settings.resume is not None
     run_dir = RunDir.open(settings.resume)
-    checkpoints = list_checkpoints(run_dir.checkpoints_dir)
-    if not checkpoints:
-        raise ConfigError(f"--resume {settings.resume}: the run has no checkpoint to resume")
-    state = read_run_state(checkpoints[-1])
-    if settings.stop_after is not None and settings.stop_after <= state["step"]:
+    checkpoint, skipped = find_resume_checkpoint(run_dir.checkpoints_dir)
+    state.wait_for_everyone()  # every process has looked before any folder goes
+    if state.is_main_process:
+        for folder, problem in skipped:
+            print(f"warning: skipping {folder.name}: {problem}", file=sys.stderr)
+            shutil.rmtree(folder, ignore_errors=True)
+    state.wait_for_everyone()
+    if checkpoint is None:
+        if state.is_main_process:
+            print(
+                f"--resume {settings.resume}: no complete checkpoint; the run starts again "
+                "from step 0 with its saved settings",
+                file=sys.stderr,
+            )
+        return run_dir, None, None
+    resumed = read_run_state(checkpoint)
+    if settings.stop_after is not None and settings.stop_after <= resumed["step"]:
         raise ConfigError(
-            f"--resume {settings.resume}: the run stopped after step {state['step']}; "
+            f"--resume {settings.resume}: the run stopped after step {resumed['step']}; "
             f"--stop-after {settings.stop_after} is not after it"
         )
-    if state["finished"]:
+    if resumed["finished"] and (run_dir.path / "summary.json").is_file():
         raise ConfigError(
-            f"--resume {settings.resume}: the run already finished (step {state['step']}); "
+            f"--resume {settings.resume}: the run already finished (step {resumed['step']}); "
             "evaluate it with scripts/evaluate_run.py, or start a new run with --config "
             f"{run_dir.config_path}"
         )
-    return run_dir, checkpoints[-1], state
+    # (A finished checkpoint without summary.json: the run died while saving its policy;
+    # resuming loads the checkpoint, trains no step and writes the policy and summary.)
+    return run_dir, checkpoint, resumed
 
 
 def run_experiment(
@@ -318,7 +383,9 @@ def run_experiment(
     set_seed(settings.seed + state.process_index)
     dtype = resolve_dtype(settings.dtype)
     policy: PreTrainedModel | PeftModel
-    policy, tokenizer = load_causal_lm(settings.model, dtype=dtype)
+    policy, tokenizer = load_causal_lm(
+        settings.model, dtype=dtype, trust_remote_code=settings.trust_remote_code
+    )
     if settings.lora_settings is not None:
         policy = add_lora(policy, settings.lora_settings)
     policy.to(state.device)
@@ -330,15 +397,16 @@ def run_experiment(
     evaluator = make_evaluator(settings, env_id, prompt_format, reward, heldout)
 
     # --- where to start: a fresh run (evaluated first, so that a broken reward fails
-    # before any folder is written) or the newest checkpoint of an interrupted one.
+    # before any folder is written), the newest sound checkpoint of an interrupted one, or
+    # step 0 again for an interrupted run without one.
     checkpoint, resumed = None, None
     before: dict[str, float] = {}
     before_rows: list[dict[str, Any]] = []
     if settings.resume is not None:
-        run_dir, checkpoint, resumed = _resume_point(settings)
-    else:
-        if state.is_main_process:
-            before, before_rows = evaluator(actor_critic, tokenizer)
+        run_dir, checkpoint, resumed = _resume_point(settings, state)
+    if resumed is None and state.is_main_process:
+        before, before_rows = evaluator(actor_critic, tokenizer)
+    if settings.resume is None:
         # One name for all processes (it holds a timestamp), one process creates the folder.
         default_name = make_run_name(env_id, settings.exp_name or algorithm.name, settings.seed)
         name = broadcast_object_list([settings.tracking.run_name or default_name])[0]
@@ -346,10 +414,16 @@ def run_experiment(
             RunDir.create(settings.tracking.output_dir, name, run_config(algorithm, config))
         state.wait_for_everyone()
         run_dir = RunDir.open(settings.tracking.output_dir / name)
+    elif resumed is None and state.is_main_process:
+        run_dir.update_meta(wandb_id=None)  # starting over: a new W&B run
     tracker: Tracker | NullTracker = NullTracker()
     if state.is_main_process:
+        # A resumed run's logs are cut back to its checkpoint's step (-1: all of them).
+        resume_after = None
+        if settings.resume is not None:
+            resume_after = resumed["step"] if resumed is not None else -1
         tracker = tracker_for(
-            run_dir, settings.tracking, run_dir.read_config(), resume=resumed is not None
+            run_dir, settings.tracking, run_dir.read_config(), resume_after=resume_after
         )
     run = Run(
         settings=settings, algorithm=algorithm, state=state, policy=actor_critic,
@@ -367,22 +441,32 @@ def run_experiment(
     # --- training, then the policy and the summary
     try:
         run.open_progress()
-        algorithm.train(run)
+        with PreemptionSignals() as run.signals:
+            algorithm.train(run)
         run.close_progress()
         if not run.finished:
-            tracker.finish("stopped")
+            tracker.finish("preempted" if run.preempted else "stopped")
             if state.is_main_process:
-                print(f"stopped after step {run.step}; continue with --resume {run_dir.path}")
-            return None
-        algorithm.save_policy(run, run_dir.path / "policy")
-        state.wait_for_everyone()
-        summary = _summary(run)
-        if state.is_main_process:
-            (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2))
-            _print_summary(run, summary)
+                why = f"preempted ({run.signals.received or 'a signal on another process'})"
+                print(
+                    f"{why if run.preempted else 'stopped'} after step {run.step}; "
+                    f"continue with --resume {run_dir.path}"
+                )
+        else:
+            algorithm.save_policy(run, run_dir.path / "policy")
+            state.wait_for_everyone()
+            summary = _summary(run)
+            if state.is_main_process:
+                write_json(run_dir.path / "summary.json", summary)
+                _print_summary(run, summary)
     except BaseException as exc:
+        run.close_progress()  # before the error's message, not after it
         tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    if run.preempted:
+        raise Preempted(run.step, run_dir.path)
+    if not run.finished:
+        return None
     tracker.finish("finished")
     return summary
 

@@ -97,9 +97,13 @@ class SavedRun:
         if not self.policy_dir.is_dir():
             raise ConfigError(f"{self.path} holds no trained policy (policy/)")
         start = resolve_model_path(self.model)
-        tokenizer = load_tokenizer(start)
+        trust = self.run_settings.trust_remote_code
+        tokenizer = load_tokenizer(start, trust_remote_code=trust)
         if (self.policy_dir / "adapter_config.json").exists():
-            base = AutoModelForCausalLM.from_pretrained(start, dtype=dtype)
+            base = load_pretrained(AutoModelForCausalLM, start, dtype, trust_remote_code=trust)
             with peft_quietly():
                 return PeftModel.from_pretrained(base, str(self.policy_dir)), tokenizer
-        return load_pretrained(AutoModelForCausalLM, str(self.policy_dir), dtype), tokenizer
+        policy = load_pretrained(
+            AutoModelForCausalLM, str(self.policy_dir), dtype, trust_remote_code=trust
+        )
+        return policy, tokenizer

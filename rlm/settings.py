@@ -58,6 +58,9 @@ class RunSettings:
     model: str = "default"
     """Policy: 'default' (embedded SmolLM2-135M-Instruct), a local folder (a run's policy/),
     or a Hub id."""
+    trust_remote_code: bool = False
+    """Run the Python code a Hub model ships with (its own architecture). Off: loading
+    such a model stops with an error that names this flag."""
     prompt_format: PromptFormatName = "auto"
     """'plain' continues the observation text; 'chat' wraps turns in the chat template;
     'auto' is chat for conversational tasks (when the tokenizer has a template), else plain."""
@@ -78,6 +81,9 @@ class RunSettings:
     """Standardise training rewards by their running mean and std (evaluation stays raw)."""
     reward_clip: float | None = None
     """Clip training rewards to [-clip, clip] (after normalising, if on)."""
+    reward_timeout: float | None = None
+    """Seconds a reward call may take before the run stops with an error naming the
+    reward (a hung reward-model server); default: no limit."""
 
     # --- budget and sampling
     steps: int = 30
@@ -106,6 +112,9 @@ class RunSettings:
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping (global norm)."""
+    max_skipped_steps: int = 3
+    """Stop with an error after this many steps in a row in which an update was skipped
+    for a non-finite loss, gradient, logit or value (training diverging: lower --lr)."""
     lora: bool = True
     """Train a LoRA adapter (reference = adapter off); --no-lora fine-tunes all weights."""
     lora_r: int = 16
@@ -149,8 +158,8 @@ class RunSettings:
             self,
             at_least_one=["steps", "token_budget", "batch_size", "max_new_tokens", "eval_every",
                           "eval_prompts", "eval_batch_size", "checkpoint_every", "lora_r",
-                          "lora_alpha", "stop_after", "threads"],
-            positive=["lr", "temperature", "reward_clip", "max_grad_norm"],
+                          "lora_alpha", "stop_after", "threads", "max_skipped_steps"],
+            positive=["lr", "temperature", "reward_clip", "max_grad_norm", "reward_timeout"],
             non_negative=["weight_decay", "top_k", "samples_logged"],
         )  # fmt: skip
         if not 0 < self.top_p <= 1:

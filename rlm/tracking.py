@@ -128,12 +128,12 @@ def tracker_for(
     settings: TrackingSettings,
     config: Mapping[str, Any] | DataclassInstance,
     *,
-    resume: bool = False,
+    resume_after: int | None = None,
 ) -> Tracker:
     """The tracker of an existing run folder, as ``settings`` ask."""
     return Tracker(
         run_dir, project=settings.wandb_project, run_name=run_dir.name, config=config,
-        wandb=settings.wandb, tensorboard=settings.tensorboard, resume=resume,
+        wandb=settings.wandb, tensorboard=settings.tensorboard, resume_after=resume_after,
     )  # fmt: skip
 
 
@@ -186,7 +186,11 @@ class Tracker:
         config: The resolved config (a mapping or a dataclass), shown in W&B.
         wandb: "auto", "online", "offline" or "disabled"; see :func:`wandb_mode`.
         tensorboard: Whether to write TensorBoard events to ``run_dir.tensorboard_dir``.
-        resume: Continue the run recorded in ``run_dir`` (the same W&B run id).
+        resume_after: Continue the run recorded in ``run_dir`` after this step (the
+            step of the checkpoint it resumes from; -1 to start it again): what it had
+            logged after the step is dropped from ``metrics.jsonl``, ``samples.jsonl``
+            and TensorBoard (``purge_step``), and W&B continues the same run id (W&B keeps
+            what it received first of a step logged twice).
 
     Raises:
         ConfigError: a bad ``wandb`` mode, or W&B could not start (for example online
@@ -211,8 +215,9 @@ class Tracker:
         config: Mapping[str, Any] | DataclassInstance,
         wandb: str = "auto",
         tensorboard: bool = True,
-        resume: bool = False,
+        resume_after: int | None = None,
     ) -> None:
+        resume = resume_after is not None
         self.run_dir = run_dir
         self.wandb_mode = wandb_mode(wandb)
         self._finished = False
@@ -242,7 +247,10 @@ class Tracker:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # here: only needed when enabled
 
-            self._tb = SummaryWriter(log_dir=str(run_dir.tensorboard_dir))
+            purge = None if resume_after is None else resume_after + 1
+            self._tb = SummaryWriter(log_dir=str(run_dir.tensorboard_dir), purge_step=purge)
+        if resume_after is not None:
+            run_dir.rewind(resume_after)
         # Line-buffered append: a resumed run adds to the same file, a crash loses no line.
         self._metrics = open(run_dir.metrics_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         if resume:

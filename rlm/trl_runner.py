@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from transformers import (
     PrinterCallback,
     ProgressCallback,
@@ -38,7 +37,7 @@ from transformers import (
 from rlm.checkpoint import checkpoint_path
 from rlm.errors import ConfigError
 from rlm.policy import peft_quietly
-from rlm.runner import Algorithm, Run
+from rlm.runner import Algorithm, Run, all_processes_sum
 from rlm.settings import RunSettings, resolve_dtype
 from rlm.trl_adapters import EnvReward, EnvRollout, EpisodeReward, TokenCounter
 from rlm.validation import check_ranges
@@ -140,14 +139,6 @@ def reward_functions(run: Run, counter: TokenCounter) -> tuple[Any, EnvRollout |
     return EpisodeReward(), rollout
 
 
-def _all_processes_sum(value: int, device: torch.device) -> int:
-    if dist.is_available() and dist.is_initialized():
-        total = torch.tensor([value], dtype=torch.long, device=device)  # NCCL: on the GPU
-        dist.all_reduce(total)
-        return int(total.item())
-    return value
-
-
 # TRL's metric names -> rlm's. Anything else goes under train/ with its TRL name.
 _RENAMES = {
     "reward": "reward/mean",
@@ -200,6 +191,7 @@ class RunCallback(TrainerCallback):
         self.updates_per_step = updates_per_step
         self._counted = (0, 0)
         self._logs: dict[str, list[float]] = {}
+        self._skipped = 0
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -212,6 +204,21 @@ class RunCallback(TrainerCallback):
     ) -> None:
         if not self.run.algorithm.generates:
             self.counter.completions += self.run.settings.batch_size
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Skip an optimizer step whose gradients are not finite: drop them (the optimizer
+        passes over parameters without a gradient) and count it (``train/skipped_updates``).
+        Gradients are summed over processes by then, so every process skips alike."""
+        parameters = [p for p in kwargs["model"].parameters() if p.grad is not None]
+        if not parameters:
+            return
+        norms = torch.stack([p.grad.detach().float().norm() for p in parameters])
+        if not bool(norms.isfinite().all()):
+            for p in parameters:
+                p.grad = None
+            self._skipped += 1
 
     def on_log(
         self,
@@ -227,15 +234,14 @@ class RunCallback(TrainerCallback):
             self._logs.setdefault(key, []).append(value)
         if state.global_step % self.updates_per_step:
             return  # more passes over this batch to come
-        device = self.run.state.device
         counted = (
-            _all_processes_sum(self.counter.tokens, device),
-            _all_processes_sum(self.counter.completions, device),
+            all_processes_sum(self.counter.tokens, self.run.state),
+            all_processes_sum(self.counter.completions, self.run.state),
         )
         tokens, episodes = counted[0] - self._counted[0], counted[1] - self._counted[1]
         self._counted = counted
         metrics = {key: sum(values) / len(values) for key, values in self._logs.items()}
-        self._logs = {}
+        metrics["train/skipped_updates"], self._logs, self._skipped = self._skipped, {}, 0
         step = state.global_step // self.updates_per_step
         end = self.run.end_step(step, metrics, tokens=tokens, episodes=episodes)
         control.should_save = end.save

@@ -144,8 +144,9 @@ def offline_run(tmp_path_factory):
 
         resumed = RunDir.open(run.path)
         tracker = Tracker(
-            resumed, project="rlm-test", run_name="demo", config={}, wandb="offline", resume=True
-        )
+            resumed, project="rlm-test", run_name="demo", config={}, wandb="offline",
+            resume_after=1,
+        )  # fmt: skip
         resumed_meta_while_running = resumed.read_meta()
         resumed_id = tracker.wandb_run.id
         tracker.log({"train/loss": 0.125}, step=2)

@@ -180,7 +180,12 @@ def train_preference_model(
     eos_text = _eos_text(tokenizer)
     torch.manual_seed(settings.seed)  # the new head's initialisation
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, id2label={0: "reward"}, label2id={"reward": 0}, dtype=torch.float32
+        path,
+        num_labels=1,
+        id2label={0: "reward"},
+        label2id={"reward": 0},
+        dtype=torch.float32,
+        use_safetensors=True,  # a pickled .bin could run code as it loads
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = None

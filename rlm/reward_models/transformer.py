@@ -102,6 +102,7 @@ def build_transformer_classifier(
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
             dtype=torch.float32,
+            use_safetensors=True,  # a pickled .bin could run code as it loads
             **_dropout_overrides(config_keys, dropout),
         )
     except OSError as exc:

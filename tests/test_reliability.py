@@ -1,0 +1,380 @@
+"""Runs that survive: faults injected into real runs of the tiny model, each followed by
+``--resume`` where a run can continue, ending as the run without the fault.
+
+    python -m pytest tests/test_reliability.py -q
+
+The faults: SIGTERM (preemption) and a second one, a truncated newest checkpoint, a full
+disk while a checkpoint is written, a run with no checkpoint at all, a malicious pickle in
+a checkpoint, a model that ships its own code or pickled weights, a reward that raises
+or hangs, non-finite numbers in the update; and arbitrary text into every environment's
+``step`` and the reward-spec parser (hypothesis). The rewards that misbehave are in
+``tests/fault_rewards.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import pickle
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+
+import envs  # noqa: F401  (registers the environments)
+import rlm.checkpoint
+from rlm.checkpoint import RUN_STATE, complete_checkpoint, find_resume_checkpoint
+from rlm.env import TextEnv, registered_text_env_ids
+from rlm.env_check import text_env
+from rlm.errors import ConfigError, ModelNotFoundError, RlmError
+from rlm.files import manifest, truncate_jsonl, write_json
+from rlm.models import load_causal_lm
+from rlm.policy import ActorCritic
+from rlm.preemption import PREEMPTED_EXIT_CODE
+from rlm.scorers import make_reward
+from tests.helpers import (
+    computed_metrics,
+    load_experiment,
+    metrics_of,
+    only_run,
+    read_json,
+    run_experiment,
+    run_tiny,
+    tiny_flags,
+)
+
+SIGNALLING = ["--reward", "tests.fault_rewards:signal_at_call"]
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    write_json(path, {"reward": 0.5})
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_json(path, {"reward": 0.75})
+    assert json.loads(path.read_text()) == {"reward": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left
+
+
+def test_truncating_a_log_keeps_whole_lines_up_to_the_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"step": 0, "a": 1}\n', '{"step": 1, "a": 2}\n', '{"step": 2, "a": 3}\n']
+    path.write_text("".join(lines) + '{"step": 3, "a"')  # the last line half-written
+    assert truncate_jsonl(path, lambda row: row["step"] <= 1) == 2  # step 2 and the half line
+    assert path.read_text() == "".join(lines[:2])
+    assert truncate_jsonl(path, lambda row: row["step"] <= 1) == 0  # nothing left to drop
+
+
+def _checkpoint(folder: Path, step: int, payload: bytes) -> Path:
+    checkpoint = folder / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "weights.bin").write_bytes(payload)
+    complete_checkpoint(checkpoint, {"step": step, "finished": False}, keep=10)
+    return checkpoint
+
+
+def test_the_newest_sound_checkpoint_is_found_and_why_the_others_are_not(tmp_path):
+    older = _checkpoint(tmp_path, 2, b"a" * 100)
+    truncated = _checkpoint(tmp_path, 4, b"b" * 100)
+    (truncated / "weights.bin").write_bytes(b"b" * 40)
+    assert read_json(truncated / RUN_STATE)["files"]["weights.bin"]["bytes"] == 100
+    changed = _checkpoint(tmp_path, 6, b"c" * 100)
+    (changed / "weights.bin").write_bytes(b"x" * 100)
+    unfinished = tmp_path / "checkpoint-8"
+    unfinished.mkdir()  # the run died before run_state.json
+    found, skipped = find_resume_checkpoint(tmp_path)
+    assert found == older
+    assert [(p.name, why.split(" (")[0]) for p, why in skipped] == [
+        ("checkpoint-8", "incomplete"), ("checkpoint-6", "corrupt"), ("checkpoint-4", "corrupt"),
+    ]  # fmt: skip
+    assert "40 bytes, 100 were written" in skipped[2][1]
+    assert "SHA-256 differs" in skipped[1][1]
+
+
+# --- preemption, corrupt and missing checkpoints: real runs, resumed -------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_path, tmp_path_factory) -> Path:
+    """The tiny PPO run with the signalling reward and no signal: what faulty runs end as."""
+    output = tmp_path_factory.mktemp("reference")
+    result = run_tiny("ppo", tiny_model_path, output, *SIGNALLING)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run(output)
+
+
+def _steps(run: Path) -> list[int]:
+    return [row["step"] for row in metrics_of(run)]
+
+
+def test_sigterm_checkpoints_the_step_and_resume_ends_as_the_straight_run(
+    tiny_model_path, tmp_path, reference, monkeypatch
+):
+    # Reward calls: 1 the evaluation before training, 2 step 1, 3 step 2's rollout.
+    monkeypatch.setenv("RLM_TEST_SIGNAL_AT", "3")
+    first = run_tiny("ppo", tiny_model_path, tmp_path, *SIGNALLING)
+    assert first.returncode == PREEMPTED_EXIT_CODE, first.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert "SIGTERM: finishing this step" in first.stderr
+    assert f"preempted (SIGTERM) after step 2; continue with --resume {run}" in first.stdout
+    assert read_json(run / "meta.json")["status"] == "preempted"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["checkpoint-2"]
+    assert _steps(run) == [0, 1, 2]
+
+    monkeypatch.delenv("RLM_TEST_SIGNAL_AT")
+    resumed = run_experiment("ppo", ["--resume", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_json(run / "meta.json")["status"] == "finished"
+    assert computed_metrics(run) == computed_metrics(reference)
+
+
+def test_a_second_signal_exits_at_once(tiny_model_path, tmp_path, monkeypatch):
+    # Calls 3 and 4: step 2's rollout, then its evaluation, before the step has ended.
+    monkeypatch.setenv("RLM_TEST_SIGNAL_AT", "3,4")
+    result = run_tiny("ppo", tiny_model_path, tmp_path, *SIGNALLING)
+    assert result.returncode == -signal.SIGTERM, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert _steps(run) == [0, 1]
+    assert find_resume_checkpoint(run / "checkpoints") == (None, [])
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_for_the_one_before(
+    tiny_model_path, tmp_path, reference
+):
+    first = run_tiny("ppo", tiny_model_path, tmp_path, *SIGNALLING, "--stop-after", "3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = only_run(tmp_path)
+    newest = run / "checkpoints" / "checkpoint-3"
+    weights = newest / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    resumed = run_experiment("ppo", ["--resume", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "warning: skipping checkpoint-3: corrupt (trainable.safetensors has" in resumed.stderr
+    # Step 3 was logged before the stop and again after the resume: once in the log.
+    assert _steps(run) == [0, 1, 2, 3, 4]
+    assert computed_metrics(run) == computed_metrics(reference)
+
+
+def test_a_full_disk_during_a_checkpoint_then_resume_from_nothing(
+    tiny_model_path, tmp_path, reference, monkeypatch, capsys
+):
+    ppo = load_experiment("ppo")
+
+    def full_disk(path: Path, data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    # The first checkpoint's run_state.json cannot be written: the run fails there.
+    monkeypatch.setattr(rlm.checkpoint, "write_json", full_disk)
+    flags = [*tiny_flags("ppo", tiny_model_path, tmp_path), *SIGNALLING]
+    with pytest.raises(OSError, match="No space left"):
+        ppo.cli(flags)
+    run = only_run(tmp_path)
+    assert read_json(run / "meta.json")["status"] == "failed"
+    assert _steps(run) == [0, 1, 2]
+    monkeypatch.undo()
+
+    # Its only checkpoint is incomplete: the run starts again from step 0 in its folder.
+    assert ppo.cli(["--resume", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipping checkpoint-2: incomplete" in err
+    assert "no complete checkpoint; the run starts again from step 0" in err
+    assert read_json(run / "meta.json")["status"] == "finished"
+    assert computed_metrics(run) == computed_metrics(reference)
+
+
+def test_a_run_killed_before_its_summary_resumes_to_write_it(reference, tmp_path):
+    run = tmp_path / reference.name
+    shutil.copytree(reference, run)
+    (run / "summary.json").unlink()  # as if killed after the final checkpoint
+    shutil.rmtree(run / "policy")
+    resumed = run_experiment("ppo", ["--resume", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary, expected = read_json(run / "summary.json"), read_json(reference / "summary.json")
+    assert {k: v for k, v in summary.items() if k != "wall_time_s"} == {
+        k: v for k, v in expected.items() if k != "wall_time_s"
+    }
+    policy, trained = run / "policy" / "adapter_model.safetensors", reference / "policy"
+    assert policy.read_bytes() == (trained / "adapter_model.safetensors").read_bytes()
+    assert computed_metrics(run) == computed_metrics(reference)  # no step trained again
+
+
+# --- no code from files -----------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``Path(marker).touch()``: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_a_malicious_pickle_in_a_checkpoint_is_refused_not_run(tiny_model_path, tmp_path, capsys):
+    ppo = load_experiment("ppo")
+    flags = [*tiny_flags("ppo", tiny_model_path, tmp_path / "runs"), "--stop-after", "2"]
+    assert ppo.cli(flags) == 0
+    run = only_run(tmp_path / "runs")
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    marker = tmp_path / "code-ran"
+    (checkpoint / "optimizer.pt").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    # A shared checkpoint's manifest matches its files: the attacker wrote both.
+    state = read_json(checkpoint / RUN_STATE)
+    state["files"] = manifest(checkpoint, exclude=(RUN_STATE,))
+    (checkpoint / RUN_STATE).write_text(json.dumps(state))
+
+    assert ppo.cli(["--resume", str(run)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: checkpoint"), errors
+    assert "optimizer.pt holds more than tensors" in errors[0]
+    assert not marker.exists()
+
+
+def test_a_model_that_ships_code_needs_the_flag_and_runs_nothing_without_it(
+    tiny_model_path, tmp_path
+):
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model_path, folder)
+    marker = tmp_path / "code-ran"
+    (folder / "modeling_custom.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "class CustomConfig(LlamaConfig):\n    model_type = 'custom-llama'\n"
+        "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n"
+    )
+    config = read_json(folder / "config.json")
+    config["model_type"] = "custom-llama"
+    config["auto_map"] = {"AutoConfig": "modeling_custom.CustomConfig",
+                          "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="pass --trust-remote-code to run it"):
+        load_causal_lm(str(folder))
+    assert not marker.exists()
+
+
+def test_pickled_weights_are_refused_with_the_way_to_convert_them(tiny_model_path, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_path, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match=r"pickled weights only \(\*.bin\)"):
+        load_causal_lm(str(folder))
+
+
+# --- rewards that fail or hang ----------------------------------------------------------------
+
+
+def test_a_reward_that_raises_is_named_and_keeps_its_traceback(tiny_model_path, tmp_path):
+    result = run_tiny("ppo", tiny_model_path, tmp_path, "--reward", "tests.fault_rewards:broken")
+    assert result.returncode == 1
+    assert (
+        "RewardFailed: reward 'broken' of environment 'rlm/Sentiment-v0' raised "
+        "ZeroDivisionError: division by zero" in result.stderr
+    )
+    assert "in _divide" in result.stderr and "return total / count" in result.stderr
+
+
+def test_a_hanging_reward_stops_the_run_after_the_timeout(tiny_model_path, tmp_path, capsys):
+    ppo = load_experiment("ppo")
+    flags = [*tiny_flags("ppo", tiny_model_path, tmp_path), "--reward",
+             "tests.fault_rewards:hang", "--reward-timeout", "1"]  # fmt: skip
+    assert ppo.cli(flags) == 2
+    err = capsys.readouterr().err
+    assert "reward 'hang' of environment 'rlm/Sentiment-v0' gave no answer within 1 s" in err
+
+
+# --- numerical guards -------------------------------------------------------------------------
+
+
+def test_non_finite_updates_are_skipped_and_stop_the_run_before_bad_weights(
+    tiny_model_path, tmp_path, monkeypatch, capsys
+):
+    forward = ActorCritic.forward
+
+    def nan_values(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = forward(self, *args, **kwargs)
+        out.values = out.values * float("nan")  # the update's loss, then gradients: NaN
+        return out
+
+    monkeypatch.setattr(ActorCritic, "forward", nan_values)
+    ppo = load_experiment("ppo")
+    assert ppo.cli(tiny_flags("ppo", tiny_model_path, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "step 3: 3 steps in a row had non-finite" in err and "lower --lr" in err
+    run = only_run(tmp_path)
+    rows = metrics_of(run)
+    assert [row["train/skipped_updates"] for row in rows[1:]] == [4, 4, 4]  # 2 epochs x 2
+    # Every update was skipped: the checkpoint holds the untrained adapter (LoRA B = 0).
+    weights = load_file(run / "checkpoints" / "checkpoint-2" / "trainable.safetensors")
+    assert all(not v.any() for k, v in weights.items() if "lora_B" in k)
+    assert read_json(run / "meta.json")["status"] == "failed"
+
+
+def test_the_trl_callback_drops_non_finite_gradients():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from rlm.trl_runner import RunCallback
+
+    layer = torch.nn.Linear(2, 2)
+    layer(torch.tensor([[1.0, float("inf")]])).sum().backward()
+    callback = RunCallback.__new__(RunCallback)
+    callback._skipped = 0
+    args = TrainingArguments(output_dir="unused", report_to=[])
+    callback.on_pre_optimizer_step(args, TrainerState(), TrainerControl(), model=layer)
+    assert callback._skipped == 1 and all(p.grad is None for p in layer.parameters())
+    layer(torch.ones(1, 2)).sum().backward()  # finite: kept
+    callback.on_pre_optimizer_step(args, TrainerState(), TrainerControl(), model=layer)
+    assert callback._skipped == 1 and all(p.grad is not None for p in layer.parameters())
+
+
+# --- arbitrary input: a result or a clear error, never a crash -------------------------------
+
+
+@functools.cache
+def _env(env_id: str) -> TextEnv:
+    return text_env(env_id, split="train")
+
+
+@pytest.mark.parametrize("env_id", registered_text_env_ids())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(max_size=300))
+def test_any_text_is_a_step_or_a_clear_error(env_id, text):
+    env = _env(env_id)
+    env.reset(seed=0)
+    try:
+        observation, reward, terminated, truncated, info = env.step(text)
+    except (RlmError, ValueError) as exc:  # a user's error, with a message that says so
+        assert str(exc)
+        return
+    assert isinstance(observation, str) and isinstance(reward, float)
+    assert isinstance(terminated, bool) and isinstance(truncated, bool)
+
+
+SPEC_PIECES = ["vader", "textblob", "length", "repetition", "keywords", "env", "bleu", "*",
+               "+", "-", ":", "=", ",", "n=2", "0.5", "1e3", " ", "(", "nan", "inf",
+               "target=3"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=st.one_of(st.text(max_size=40), st.lists(st.sampled_from(SPEC_PIECES)).map("".join)))
+def test_any_reward_spec_is_a_reward_or_a_clear_error(spec):
+    try:
+        reward = make_reward(spec, lambda p, c, **info: [0.0] * len(c))
+    except RlmError:
+        return
+    assert callable(reward)
