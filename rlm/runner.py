@@ -456,9 +456,6 @@ def run_experiment(
             algorithm.save_policy(run, run_dir.path / "policy")
             state.wait_for_everyone()
             summary = _summary(run)
-            if state.is_main_process:
-                write_json(run_dir.path / "summary.json", summary)
-                _print_summary(run, summary)
     except BaseException as exc:
         run.close_progress()  # before the error's message, not after it
         tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
@@ -468,6 +465,11 @@ def run_experiment(
     if not run.finished:
         return None
     tracker.finish("finished")
+    # summary.json last: a run that has one is finished in meta.json too, and one killed
+    # before writing it resumes from its final checkpoint to write it.
+    if state.is_main_process:
+        write_json(run_dir.path / "summary.json", summary)
+        _print_summary(run, summary)
     return summary
 
 

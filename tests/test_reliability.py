@@ -17,8 +17,12 @@ import errno
 import functools
 import json
 import pickle
+import random
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,12 +37,13 @@ from rlm.checkpoint import RUN_STATE, complete_checkpoint, find_resume_checkpoin
 from rlm.env import TextEnv, registered_text_env_ids
 from rlm.env_check import text_env
 from rlm.errors import ConfigError, ModelNotFoundError, RlmError
-from rlm.files import manifest, truncate_jsonl, write_json
+from rlm.files import manifest, read_jsonl, truncate_jsonl, write_json
 from rlm.models import load_causal_lm
 from rlm.policy import ActorCritic
 from rlm.preemption import PREEMPTED_EXIT_CODE
 from rlm.scorers import make_reward
 from tests.helpers import (
+    ROOT,
     computed_metrics,
     load_experiment,
     metrics_of,
@@ -46,6 +51,7 @@ from tests.helpers import (
     read_json,
     run_experiment,
     run_tiny,
+    script_env,
     tiny_flags,
 )
 
@@ -139,6 +145,46 @@ def test_sigterm_checkpoints_the_step_and_resume_ends_as_the_straight_run(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_json(run / "meta.json")["status"] == "finished"
     assert computed_metrics(run) == computed_metrics(reference)
+
+
+def test_kill_9_at_ten_random_moments_then_resume_ends_as_the_straight_run(
+    tiny_model_path, tmp_path, reference
+):
+    """SIGKILL the run ten times, each a random moment (up to 0.8 s) after a random step
+    was logged by the running process: in a rollout, an update, an evaluation or a
+    checkpoint write, wherever it falls; resume after each; then let it finish."""
+    first = [*tiny_flags("ppo", tiny_model_path, tmp_path), *SIGNALLING]
+    command = [sys.executable, str(ROOT / "experiments" / "ppo.py")]
+    moments = random.Random(0)
+    reached: list[int] = []  # the last step logged when each kill came
+    while len(reached) < 10:
+        runs = [p for p in tmp_path.iterdir() if p.is_dir()]
+        if runs and (runs[0] / "summary.json").exists():
+            shutil.rmtree(runs[0])  # it finished before the kill: start over
+            runs = []
+        args = ["--resume", str(runs[0])] if runs else first
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        started = time.time()
+        process = subprocess.Popen([*command, *args], env=script_env(), cwd=ROOT, **quiet)
+        target, logged = moments.randint(0, 4), None
+        while process.poll() is None and logged is None:
+            runs = [p for p in tmp_path.iterdir() if p.is_dir()]
+            rows = read_jsonl(runs[0] / "metrics.jsonl") if runs else []
+            mine = [row["step"] for row in rows if row["time"] >= started]
+            logged = mine[-1] if mine and mine[-1] >= target else None
+            time.sleep(0.02)
+        time.sleep(moments.uniform(0.0, 0.8))
+        if process.poll() is None:
+            process.kill()  # SIGKILL: no handler, no clean-up
+            process.wait()
+            reached.append(logged if logged is not None else -1)
+    run = only_run(tmp_path)
+    if not (run / "summary.json").exists():  # else the last kill came after the end
+        resumed = run_experiment("ppo", ["--resume", str(run)])
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+    print("last step logged at each kill:", reached)
+    assert computed_metrics(run) == computed_metrics(reference)
+    assert read_json(run / "meta.json")["status"] == "finished"
 
 
 def test_a_second_signal_exits_at_once(tiny_model_path, tmp_path, monkeypatch):
