@@ -45,16 +45,18 @@ def write_json(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The whole lines of a JSON-lines file; a half-written last line is left out."""
-    if not path.is_file():
-        return []
+def _whole_rows(text: str) -> list[dict[str, Any]]:
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+    for line in text.splitlines(keepends=True):
         if not line.endswith("\n"):
             break  # the process died while writing it
         rows.append(json.loads(line))
     return rows
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole lines of a JSON-lines file; a half-written last line is left out."""
+    return _whole_rows(path.read_text(encoding="utf-8")) if path.is_file() else []
 
 
 def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
@@ -66,7 +68,7 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
     if not path.is_file():
         return 0
     text = path.read_text(encoding="utf-8")
-    rows = read_jsonl(path)
+    rows = _whole_rows(text)
     kept = [row for row in rows if keep(row)]
     dropped = len(rows) - len(kept) + (0 if not text or text.endswith("\n") else 1)
     if dropped:

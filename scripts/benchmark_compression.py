@@ -209,14 +209,14 @@ def benchmark_policies(config: Config) -> list[dict[str, Any]]:
 
     rows = []
     for run in config.runs:
-        original, _ = SavedRun.open(run).load_policy()
+        original, tokenizer = SavedRun.open(run).load_policy()
         if isinstance(original, PeftModel):
             original = original.merge_and_unload()
         original.eval().requires_grad_(False)
         # The uncompressed policy as a folder of its own: measured as every arm is.
         base = config.work_dir / run.name / "uncompressed"
         if not base.exists():
-            compress_copy(run, base, original)
+            compress_copy(run, base, original, tokenizer)
         rows.append(
             {"run": run.name, "arm": "uncompressed", **measure_policy(run, base, original, config)}
         )
@@ -232,12 +232,10 @@ def benchmark_policies(config: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def compress_copy(run: Path, out: Path, merged: Any) -> None:
+def compress_copy(run: Path, out: Path, merged: Any, tokenizer: Any) -> None:
     """The run with its merged policy saved at full precision (the uncompressed arm)."""
     import shutil
 
-    saved = SavedRun.open(run)
-    _, tokenizer = saved.load_policy()
     (out / "policy").mkdir(parents=True)
     merged.save_pretrained(out / "policy")
     tokenizer.save_pretrained(out / "policy")

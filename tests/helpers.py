@@ -81,6 +81,13 @@ def run_tiny(
                           **kwargs)  # fmt: skip
 
 
+def tiny_run(algorithm: str, model: Path, output_dir: Path, *flags: str) -> Path:
+    """The folder of :func:`run_tiny`'s run, which must have succeeded."""
+    result = run_tiny(algorithm, model, output_dir, *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only_run(output_dir)
+
+
 def load_experiment(name: str) -> ModuleType:
     """``experiments/<name>.py`` imported as a module (its ``Config``, ``main``, ``cli``)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")

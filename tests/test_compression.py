@@ -28,7 +28,7 @@ from rlm.reward_models.lstm import LSTMClassifier, LSTMSettings, Vocabulary, sav
 from rlm.reward_models.transformer import prepare_tokenizer, save_transformer_classifier
 from rlm.saved_runs import SavedRun
 from rlm.scorers.classifier import ClassifierReward
-from tests.helpers import load_script, only_run, run_tiny
+from tests.helpers import load_script, tiny_run
 
 TOKENS = torch.tensor([[1, 2045, 314, 2151, 284, 253, 1379, 30]])
 # Largest change of a logit, over the standard deviation of the original's logits.
@@ -115,9 +115,7 @@ def test_head_pruning_zeros_whole_heads(tiny_model_path):
 @pytest.fixture(scope="module")
 def ppo_run(tiny_model_path, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("ppo")
-    result = run_tiny("ppo", tiny_model_path, output, "--reward", "length:target=3")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return only_run(output)
+    return tiny_run("ppo", tiny_model_path, output, "--reward", "length:target=3")
 
 
 def test_a_compressed_run_is_a_run_that_evaluate_run_evaluates(ppo_run, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rlm.saved_runs import SavedRun
-from tests.helpers import ROOT, load_script, only_run, read_json, run_python, run_tiny
+from tests.helpers import ROOT, load_script, only_run, read_json, run_python, run_tiny, tiny_run
 
 
 def evaluate_run(run: Path, **flags: object) -> dict:
@@ -28,9 +28,7 @@ def evaluate_run(run: Path, **flags: object) -> dict:
 def ppo_run(tiny_model_path, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("ppo")
     # A held-out reward too: the re-evaluation scores it as the run did.
-    result = run_tiny("ppo", tiny_model_path, output, "--heldout-reward", "length:target=3")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return only_run(output)
+    return tiny_run("ppo", tiny_model_path, output, "--heldout-reward", "length:target=3")
 
 
 def test_a_ppo_run_evaluated_again_repeats_its_final_evaluation(ppo_run):

@@ -29,6 +29,7 @@ from tests.helpers import (
     run_experiment,
     run_tiny,
     samples_of,
+    tiny_run,
 )
 
 
@@ -80,10 +81,7 @@ def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
 @pytest.fixture(scope="module")
 def straight_run(tiny_model_path, tmp_path_factory) -> Path:
     """The tiny run without interruption, which resumed runs must end as."""
-    output = tmp_path_factory.mktemp("straight")
-    result = run_tiny("ppo", tiny_model_path, output)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return only_run(output)
+    return tiny_run("ppo", tiny_model_path, tmp_path_factory.mktemp("straight"))
 
 
 def test_resume_continues_where_the_run_stopped(tiny_model_path, tmp_path, straight_run):

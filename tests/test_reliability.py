@@ -53,6 +53,7 @@ from tests.helpers import (
     run_tiny,
     script_env,
     tiny_flags,
+    tiny_run,
 )
 
 SIGNALLING = ["--reward", "tests.fault_rewards:signal_at_call"]
@@ -116,10 +117,7 @@ def test_the_newest_sound_checkpoint_is_found_and_why_the_others_are_not(tmp_pat
 @pytest.fixture(scope="module")
 def reference(tiny_model_path, tmp_path_factory) -> Path:
     """The tiny PPO run with the signalling reward and no signal: what faulty runs end as."""
-    output = tmp_path_factory.mktemp("reference")
-    result = run_tiny("ppo", tiny_model_path, output, *SIGNALLING)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return only_run(output)
+    return tiny_run("ppo", tiny_model_path, tmp_path_factory.mktemp("reference"), *SIGNALLING)
 
 
 def _steps(run: Path) -> list[int]:
