@@ -164,7 +164,9 @@ def load_training_state(
     folder: Path,
 ) -> None:
     """Restore what :func:`save_training_state` wrote."""
-    tensors = load_file(folder / "trainable.safetensors", device=str(accelerator.device))
+    # Read on the CPU ("cpu:0", a multi-process CPU run's device, is no device to
+    # safetensors): load_state_dict copies each tensor to its parameter's device.
+    tensors = load_file(folder / "trainable.safetensors")
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if unexpected:
         raise RuntimeError(f"checkpoint {folder} holds unknown tensors: {unexpected[:3]}")

@@ -33,3 +33,8 @@ class DivergedError(RlmError, ArithmeticError):
 
 class RewardError(RlmError, ValueError):
     """A reward function returned something other than one finite float per completion."""
+
+
+class PeerFailed(RlmError, RuntimeError):
+    """Another process of a multi-process run failed, so this one stops too (the message
+    names the process and its error when it left one)."""

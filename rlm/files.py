@@ -25,6 +25,15 @@ from pathlib import Path
 from typing import Any
 
 
+def user_path(text: str | os.PathLike[str]) -> Path:
+    """``text`` as a path, ``~`` and ``~user`` expanded; left as written when there is no
+    such user (``~0``), so that it names no file rather than raising."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "Could not determine home directory"
+        return Path(text)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (a temporary file beside it, then a rename)."""
     tmp = path.with_name(f".{path.name}.tmp")

@@ -36,6 +36,7 @@ from transformers import (
 )
 
 from rlm.errors import ConfigError, ModelNotFoundError
+from rlm.files import user_path
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def cache_dir() -> Path:
     """The folder for converted models: ``$RLM_CACHE`` or ``~/.cache/rlm``."""
-    return Path(os.environ.get("RLM_CACHE", "~/.cache/rlm")).expanduser()
+    return user_path(os.environ.get("RLM_CACHE", "~/.cache/rlm"))
 
 
 def default_model_dir() -> Path:
@@ -160,7 +161,7 @@ def resolve_model_path(name_or_path: str) -> str:
     """
     if name_or_path == DEFAULT_MODEL:
         return str(prepare_default_model())
-    path = Path(name_or_path).expanduser()
+    path = user_path(name_or_path)
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelNotFoundError(

@@ -3,7 +3,9 @@
 While training, the first SIGTERM or SIGINT only sets a flag: the runner finishes the
 current step, writes a checkpoint, marks the run ``preempted`` in ``meta.json`` and exits
 with :data:`PREEMPTED_EXIT_CODE`; ``--resume`` continues it. A second signal exits at
-once, as the signal would without rlm.
+once, as the signal would without rlm. Under torchrun, the same signal again within
+:data:`FORWARDED_WITHIN_S` seconds is the launcher forwarding the one it got itself (a
+scheduler signals the whole job, launcher and processes): it is not a second signal.
 
 Example:
     >>> with PreemptionSignals() as signals:
@@ -14,15 +16,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+import time
+from collections.abc import Iterator
 from types import FrameType, TracebackType
+
+from rlm.processes import launched_by_torchelastic
 
 PREEMPTED_EXIT_CODE = 75
 """The exit status of a preempted run: EX_TEMPFAIL, "try again later" (resume it)."""
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+FORWARDED_WITHIN_S = 2.0
+"""Under torchrun, a repeat of the first signal this soon after it is the launcher's copy."""
 
 
 class Preempted(SystemExit):
@@ -42,6 +52,7 @@ class PreemptionSignals:
     def __init__(self) -> None:
         self.received: str | None = None
         """The first signal's name ("SIGTERM", "SIGINT"), or None."""
+        self._received_at = 0.0
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> PreemptionSignals:
@@ -62,11 +73,32 @@ class PreemptionSignals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
+        if (
+            self.received == name
+            and launched_by_torchelastic()
+            and (time.monotonic() - self._received_at < FORWARDED_WITHIN_S)
+        ):
+            return  # torchrun passing on the signal the whole job got
         if self.received is not None:  # the second: die as the signal would
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        self.received = name
+        self.received, self._received_at = name, time.monotonic()
         # os.write, not print: the handler may interrupt a print (tqdm's, to stderr).
         os.write(2, f"\n{name}: finishing this step, then saving a checkpoint "
                     f"(send {name} again to exit at once)\n".encode())  # fmt: skip
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Ignore SIGTERM and SIGINT inside the block (main thread only): for a failing process
+    to finish marking its run failed while the launcher is already stopping it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 from peft import PeftModel
@@ -44,7 +43,14 @@ from rlm.evaluation import Evaluator
 from rlm.files import write_json
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, add_lora
-from rlm.preemption import Preempted, PreemptionSignals
+from rlm.preemption import Preempted, PreemptionSignals, signals_ignored
+from rlm.processes import (
+    all_processes_sum,
+    clear_failures,
+    lost_another_process,
+    peer_failed,
+    record_failure,
+)
 from rlm.rewards import RewardFunction, TimeLimitedReward
 from rlm.rollout import PromptFormat, make_prompt_format, resolve_prompt_format
 from rlm.run import RunDir, make_run_name, to_plain
@@ -306,15 +312,6 @@ def make_evaluator(
     )  # fmt: skip
 
 
-def all_processes_sum(value: int, state: PartialState) -> int:
-    """``value`` summed over every process (itself when there is one)."""
-    if state.num_processes > 1 and dist.is_available() and dist.is_initialized():
-        total = torch.tensor([value], dtype=torch.long, device=state.device)  # NCCL: on GPU
-        dist.all_reduce(total)
-        return int(total.item())
-    return value
-
-
 def _resume_point(
     settings: RunSettings, state: PartialState
 ) -> tuple[RunDir, Path | None, dict[str, Any] | None]:
@@ -355,14 +352,54 @@ def _resume_point(
     return run_dir, checkpoint, resumed
 
 
+@dataclasses.dataclass
+class _Attempt:
+    """What one process's attempt at a run has set up so far: what a failure must close,
+    mark and tell the other processes."""
+
+    state: PartialState | None = None
+    run_folder: Path | None = None
+    tracker: Tracker | NullTracker | None = None
+    run: Run | None = None
+
+
 def run_experiment(
     settings: RunSettings, algorithm: Algorithm, config: object
 ) -> dict[str, Any] | None:
     """Train ``algorithm`` as ``settings`` say; return the summary (None if stopped early).
 
     ``config`` is the script's whole config (the shared settings and the algorithm's),
-    written to ``config.json`` with the algorithm's name.
+    written to ``config.json`` with the algorithm's name. A run that fails is marked
+    ``failed`` in ``meta.json``; with several processes, the one that failed leaves its
+    error for the others, which stop with :class:`rlm.errors.PeerFailed`
+    (:mod:`rlm.processes`).
     """
+    attempt = _Attempt()
+    try:
+        return _run_experiment(settings, algorithm, config, attempt)
+    except Preempted:
+        raise  # checkpointed and marked preempted
+    except BaseException as exc:
+        if attempt.run is not None:
+            attempt.run.close_progress()  # before the error's message, not after it
+        error: BaseException = exc
+        # (The launcher sends SIGTERM to the others when a process exits: not yet.)
+        with signals_ignored():
+            if attempt.state is not None and attempt.state.num_processes > 1:
+                if lost_another_process(exc):
+                    error = peer_failed(attempt.state, attempt.run_folder)
+                else:
+                    record_failure(exc, attempt.state, attempt.run_folder)
+            if attempt.tracker is not None:
+                attempt.tracker.finish("failed", error=f"{type(error).__name__}: {error}")
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def _run_experiment(
+    settings: RunSettings, algorithm: Algorithm, config: object, attempt: _Attempt
+) -> dict[str, Any] | None:
     wall_start = time.perf_counter()
     settings.validate()
     algorithm.validate(settings)
@@ -379,7 +416,7 @@ def run_experiment(
     algorithm.prepare(env, settings)
     reward, normalizer, heldout = make_rewards(settings, env)
     train_envs.set_reward(normalizer or reward)
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = attempt.state = PartialState(cpu=not torch.cuda.is_available())
     set_seed(settings.seed + state.process_index)
     dtype = resolve_dtype(settings.dtype)
     policy: PreTrainedModel | PeftModel
@@ -404,6 +441,7 @@ def run_experiment(
     before_rows: list[dict[str, Any]] = []
     if settings.resume is not None:
         run_dir, checkpoint, resumed = _resume_point(settings, state)
+        attempt.run_folder = run_dir.path
     if resumed is None and state.is_main_process:
         before, before_rows = evaluator(actor_critic, tokenizer)
     if settings.resume is None:
@@ -414,6 +452,7 @@ def run_experiment(
             RunDir.create(settings.tracking.output_dir, name, run_config(algorithm, config))
         state.wait_for_everyone()
         run_dir = RunDir.open(settings.tracking.output_dir / name)
+        attempt.run_folder = run_dir.path
     elif resumed is None and state.is_main_process:
         run_dir.update_meta(wandb_id=None)  # starting over: a new W&B run
     tracker: Tracker | NullTracker = NullTracker()
@@ -422,9 +461,10 @@ def run_experiment(
         resume_after = None
         if settings.resume is not None:
             resume_after = resumed["step"] if resumed is not None else -1
-        tracker = tracker_for(
+        tracker = attempt.tracker = tracker_for(
             run_dir, settings.tracking, run_dir.read_config(), resume_after=resume_after
         )
+    clear_failures(run_dir.path, state)
     run = Run(
         settings=settings, algorithm=algorithm, state=state, policy=actor_critic,
         tokenizer=tokenizer, train_envs=train_envs, heldout=heldout, normalizer=normalizer,
@@ -432,6 +472,7 @@ def run_experiment(
         run_dir=run_dir, tracker=tracker, checkpoint=checkpoint,
         start_step=0, eval_before=before, started=wall_start,
     )  # fmt: skip
+    attempt.run = run
     if resumed is not None:
         run.load_state_dict(resumed)
     else:
@@ -439,31 +480,24 @@ def run_experiment(
         tracker.log_samples(before_rows[: settings.samples_logged], step=0)
 
     # --- training, then the policy and the summary
-    try:
-        run.open_progress()
-        with PreemptionSignals() as run.signals:
-            algorithm.train(run)
-        run.close_progress()
-        if not run.finished:
-            tracker.finish("preempted" if run.preempted else "stopped")
-            if state.is_main_process:
-                why = f"preempted ({run.signals.received or 'a signal on another process'})"
-                print(
-                    f"{why if run.preempted else 'stopped'} after step {run.step}; "
-                    f"continue with --resume {run_dir.path}"
-                )
-        else:
-            algorithm.save_policy(run, run_dir.path / "policy")
-            state.wait_for_everyone()
-            summary = _summary(run)
-    except BaseException as exc:
-        run.close_progress()  # before the error's message, not after it
-        tracker.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    if run.preempted:
-        raise Preempted(run.step, run_dir.path)
+    run.open_progress()
+    with PreemptionSignals() as run.signals:
+        algorithm.train(run)
+    run.close_progress()
     if not run.finished:
+        tracker.finish("preempted" if run.preempted else "stopped")
+        if state.is_main_process:
+            why = f"preempted ({run.signals.received or 'a signal on another process'})"
+            print(
+                f"{why if run.preempted else 'stopped'} after step {run.step}; "
+                f"continue with --resume {run_dir.path}"
+            )
+        if run.preempted:
+            raise Preempted(run.step, run_dir.path)
         return None
+    algorithm.save_policy(run, run_dir.path / "policy")
+    state.wait_for_everyone()
+    summary = _summary(run)
     tracker.finish("finished")
     # summary.json last: a run that has one is finished in meta.json too, and one killed
     # before writing it resumes from its final checkpoint to write it.

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from rlm.errors import ConfigError
+from rlm.files import user_path
 from rlm.run import RunDir, now_iso, to_plain
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def has_wandb_credentials() -> bool:
     if base_url and "//" not in base_url:
         base_url = "https://" + base_url  # "localhost:8080" has no netloc until it has a scheme
     host = urlsplit(base_url).netloc if base_url else _DEFAULT_WANDB_HOST
-    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
+    path = user_path(os.environ.get("NETRC") or "~/.netrc")
     try:
         entry = netrc.netrc(str(path)).authenticators(host or _DEFAULT_WANDB_HOST)
     except (OSError, netrc.NetrcParseError):

@@ -37,7 +37,8 @@ from transformers import (
 from rlm.checkpoint import checkpoint_path
 from rlm.errors import ConfigError
 from rlm.policy import peft_quietly
-from rlm.runner import Algorithm, Run, all_processes_sum
+from rlm.processes import all_processes_sum
+from rlm.runner import Algorithm, Run
 from rlm.settings import RunSettings, resolve_dtype
 from rlm.trl_adapters import EnvReward, EnvRollout, EpisodeReward, TokenCounter
 from rlm.validation import check_ranges

@@ -11,6 +11,8 @@ import os
 import signal
 import time
 
+import psutil
+
 _calls = 0
 
 
@@ -43,3 +45,35 @@ def _divide(total: float, count: int) -> float:
 def broken(prompts: list[str], completions: list[str], **info: object) -> list[float]:
     """Raises ZeroDivisionError from inside the user's code."""
     return [_divide(len(c), 0) for c in completions]
+
+
+def fault_at_call(prompts: list[str], completions: list[str], **info: object) -> list[float]:
+    """:func:`length`, except on the process whose ``RANK`` is ``RLM_TEST_FAULT_RANK``
+    (default 0): at its call number ``RLM_TEST_FAULT_AT`` (counted from 1 in each process)
+    it does ``RLM_TEST_FAULT``:
+
+    - ``raise``: raises RuntimeError, as a reward whose server went away;
+    - ``kill``: dies at once (SIGKILL, as the out-of-memory killer does);
+    - ``sigterm-job``: sends SIGTERM to the launcher (torchrun) and to every process it
+      started, as a job scheduler that preempts a job by signalling all its processes does
+      (Slurm's ``scancel``).
+    """
+    global _calls
+    _calls += 1
+    if os.environ.get("RANK", "0") != os.environ.get("RLM_TEST_FAULT_RANK", "0"):
+        return length(prompts, completions)
+    if _calls != int(os.environ.get("RLM_TEST_FAULT_AT", "0")):
+        return length(prompts, completions)
+    fault = os.environ.get("RLM_TEST_FAULT")
+    if fault == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "sigterm-job":
+        if "TORCHELASTIC_RUN_ID" not in os.environ:
+            raise RuntimeError("sigterm-job: run under torchrun")
+        launcher = psutil.Process(os.getppid())
+        for process in [launcher, *launcher.children()]:
+            process.send_signal(signal.SIGTERM)
+        return length(prompts, completions)
+    if fault == "raise":
+        raise RuntimeError(f"reward server lost at call {_calls}")
+    return length(prompts, completions)

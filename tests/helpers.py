@@ -48,8 +48,17 @@ def script_env() -> dict[str, str]:
     return env
 
 
+def two_processes() -> list[str]:
+    """The launcher of a two-process run on this machine (torchrun, as a user runs it)."""
+    return [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+
+
 def run_python(
-    script: Path, args: list[str], *, launcher: list[str] | None = None, timeout: int = 300
+    script: Path,
+    args: list[str],
+    *,
+    launcher: list[str] | None = None,
+    timeout: int = 300,
 ) -> subprocess.CompletedProcess:
     """``python script args`` (or ``launcher script args``, e.g. torchrun), output captured."""
     command = (launcher or [sys.executable]) + [str(script), *args]
@@ -64,12 +73,9 @@ def tiny_flags(algorithm: str, model: Path, output_dir: Path, wandb: str = "disa
     return [*common, *TINY, *TINY_ALGORITHM[algorithm]]
 
 
-def run_experiment(
-    algorithm: str, args: list[str], *, launcher: list[str] | None = None, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    """``experiments/<algorithm>.py args`` as a subprocess."""
-    return run_python(ROOT / "experiments" / f"{algorithm}.py", args, launcher=launcher,
-                      timeout=timeout)  # fmt: skip
+def run_experiment(algorithm: str, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """``experiments/<algorithm>.py args`` as a subprocess (:func:`run_python`'s options)."""
+    return run_python(ROOT / "experiments" / f"{algorithm}.py", args, **kwargs)
 
 
 def run_tiny(

@@ -30,6 +30,7 @@ from tests.helpers import (
     run_tiny,
     samples_of,
     tiny_run,
+    two_processes,
 )
 
 
@@ -164,11 +165,7 @@ def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_mo
 
 
 def test_two_processes(tiny_model_path, tmp_path):
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    result = run_tiny(
-        "ppo", tiny_model_path, tmp_path, "--steps", "2",
-        launcher=[torchrun, "--standalone", "--nproc_per_node", "2"],
-    )  # fmt: skip
+    result = run_tiny("ppo", tiny_model_path, tmp_path, "--steps", "2", launcher=two_processes())
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     rows = metrics_of(run)
@@ -344,9 +341,8 @@ def test_list_envs_cli():
 
 def test_processes_stay_in_sync(tiny_model_path, tmp_path):
     """Different data on each rank, the same weights after the update: gradients are averaged."""
-    torchrun = str(Path(sys.executable).parent / "torchrun")
     script = ROOT / "tests" / "scripts" / "ddp_sync_check.py"
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(script)]
+    command = [*two_processes(), str(script)]
     result = subprocess.run(
         [*command, str(tiny_model_path), str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
@@ -54,6 +54,7 @@ from tests.helpers import (
     script_env,
     tiny_flags,
     tiny_run,
+    two_processes,
 )
 
 SIGNALLING = ["--reward", "tests.fault_rewards:signal_at_call"]
@@ -386,6 +387,70 @@ def test_the_trl_callback_drops_non_finite_gradients():
     assert callback._skipped == 1 and all(p.grad is not None for p in layer.parameters())
 
 
+# --- several processes ------------------------------------------------------------------------
+
+FAULTY = ["--reward", "tests.fault_rewards:fault_at_call"]
+
+
+def _fault(monkeypatch: pytest.MonkeyPatch, fault: str, *, rank: int, at: int) -> None:
+    """Make ``fault_at_call`` do ``fault`` on process ``rank`` at its reward call ``at``."""
+    for name, value in (("FAULT", fault), ("FAULT_RANK", str(rank)), ("FAULT_AT", str(at))):
+        monkeypatch.setenv(f"RLM_TEST_{name}", value)
+
+
+def test_a_process_that_raises_stops_the_other_naming_its_rank_and_error(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    _fault(monkeypatch, "raise", rank=1, at=2)  # rank 1's calls: 1 step 1's rollout, 2 step 2's
+    result = run_tiny("ppo", tiny_model_path, tmp_path, *FAULTY, launcher=two_processes(),
+                      timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    error = (
+        "process 1 failed: RewardFailed: reward 'fault_at_call' of environment "
+        "'rlm/Sentiment-v0' raised RuntimeError: reward server lost at call 2"
+    )
+    assert f"error: process 0 of 2 stops: {error}" in result.stderr
+    meta = read_json(only_run(tmp_path) / "meta.json")
+    assert meta["status"] == "failed" and error in meta["error"]
+    # torchrun's summary shows rank 1's error too (rlm wrote it to torchrun's error file).
+    summary = result.stderr.split("experiments/ppo.py FAILED")[1]
+    assert "rank      : 1 (local_rank: 1)" in summary
+    assert "RuntimeError: reward server lost at call 2" in summary
+
+
+def test_a_killed_process_then_a_preempted_job_then_resume_ends_as_the_straight_run(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    straight = run_tiny("ppo", tiny_model_path, tmp_path / "straight", *FAULTY,
+                        launcher=two_processes())  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    # 1. Rank 1 dies (SIGKILL) in step 3's rollout, its reward call 3: rank 0 stops too.
+    _fault(monkeypatch, "kill", rank=1, at=3)
+    killed = run_tiny("ppo", tiny_model_path, tmp_path / "faulty", *FAULTY,
+                      launcher=two_processes(), timeout=120)  # fmt: skip
+    assert killed.returncode != 0
+    assert "error: process 0 of 2 stops: another process of this run died" in killed.stderr
+    run = only_run(tmp_path / "faulty")
+    assert read_json(run / "meta.json")["status"] == "failed"
+
+    # 2. Resumed from checkpoint-2, the scheduler preempts the whole job (SIGTERM to the
+    # launcher and both processes) in step 3, rank 0's first reward call: both finish the
+    # step and save it. torchrun passes its own SIGTERM on: that is not a second signal.
+    _fault(monkeypatch, "sigterm-job", rank=0, at=1)
+    preempted = run_experiment("ppo", ["--resume", str(run)], launcher=two_processes(),
+                               timeout=120)  # fmt: skip
+    assert f"preempted (SIGTERM) after step 3; continue with --resume {run}" in preempted.stdout
+    assert read_json(run / "meta.json")["status"] == "preempted"
+    assert (run / "checkpoints" / "checkpoint-3" / RUN_STATE).is_file()
+
+    # 3. Resumed again, it ends as the run that met none of this.
+    monkeypatch.delenv("RLM_TEST_FAULT")
+    resumed = run_experiment("ppo", ["--resume", str(run)], launcher=two_processes())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert computed_metrics(run) == computed_metrics(only_run(tmp_path / "straight"))
+
+
 # --- arbitrary input: a result or a clear error, never a crash -------------------------------
 
 
@@ -416,6 +481,7 @@ SPEC_PIECES = ["vader", "textblob", "length", "repetition", "keywords", "env", "
 
 @settings(max_examples=300, deadline=None)
 @given(spec=st.one_of(st.text(max_size=40), st.lists(st.sampled_from(SPEC_PIECES)).map("".join)))
+@example(spec="~0")  # found by hypothesis: the home of a user who does not exist
 def test_any_reward_spec_is_a_reward_or_a_clear_error(spec):
     try:
         reward = make_reward(spec, lambda p, c, **info: [0.0] * len(c))

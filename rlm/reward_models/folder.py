@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.errors import ModelNotFoundError
+from rlm.files import user_path
 
 METADATA_FILE = "rlm_reward.json"
 MODEL_SUBFOLDER = "model"
@@ -61,7 +62,7 @@ def find_model_folder(path: Path | str) -> Path:
     Raises:
         ModelNotFoundError: nothing loadable is there, with what to pass instead.
     """
-    folder = Path(path).expanduser()
+    folder = user_path(path)
     if not folder.exists():
         raise ModelNotFoundError(
             f"reward model path {str(path)!r} does not exist; pass a folder written by "

@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rlm.errors import ConfigError, ModelNotFoundError
+from rlm.files import user_path
 from rlm.models import load_pretrained
 from rlm.reward_models.folder import find_model_folder, read_metadata
 from rlm.reward_models.lstm import load_lstm
@@ -85,7 +86,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def _looks_like_hub_id(path: str | Path) -> bool:
     """``org/name`` that is not a local path: a Hugging Face Hub model id."""
     text = str(path)
-    return bool(_HUB_ID.match(text)) and not Path(text).expanduser().exists()
+    return bool(_HUB_ID.match(text)) and not user_path(text).exists()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -29,10 +29,10 @@ import inspect
 import re
 import reprlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from rlm.errors import ConfigError
+from rlm.files import user_path
 from rlm.rewards import RewardFunction
 
 
@@ -155,7 +155,7 @@ def _is_import(name: str, rest: str) -> bool:
 
 def _is_model_folder(name: str) -> bool:
     """A folder that is not a Python package: a reward model named by its path."""
-    folder = Path(name).expanduser()
+    folder = user_path(name)
     return folder.is_dir() and not (folder / "__init__.py").is_file()
 
 
@@ -247,7 +247,7 @@ def _build(name: str, options: dict[str, str], env_reward: RewardFunction | None
             raise ConfigError("reward 'env' takes no options")
         return env_reward
     if name not in SCORERS:
-        if Path(name).expanduser().is_dir():  # a reward-model folder, named by its path
+        if user_path(name).is_dir():  # a reward-model folder, named by its path
             options = {"path": name, **options}
             name = "model"
         else:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm.errors import ModelNotFoundError
+from rlm.files import user_path
 from rlm.scorers.reference import reference_texts
 
 if TYPE_CHECKING:  # importing sentence-transformers takes seconds: only when a model loads
@@ -41,12 +42,12 @@ def load_sentence_model(path: str | None = None, device: str | None = None) -> S
 
     location = str(default_sentence_model_path()) if path is None else path
     is_local = location.startswith((".", "/", "~")) or Path(location).exists()
-    if is_local and not Path(location).expanduser().is_dir():
+    if is_local and not user_path(location).is_dir():
         raise ModelNotFoundError(
             f"sentence model folder {location!r} does not exist; give a sentence-transformers "
             "folder, a Hub id, or nothing for the packaged all-MiniLM-L6-v2"
         )
-    return SentenceTransformer(str(Path(location).expanduser()) if is_local else location,
+    return SentenceTransformer(str(user_path(location)) if is_local else location,
                                device=device)  # fmt: skip
 
 
