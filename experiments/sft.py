@@ -151,7 +151,11 @@ class SFT(TRLAlgorithm):
     def save_policy(self, run: Run, folder: Path) -> None:
         """The full model, the adapter merged, where any script's --model reads it."""
         if run.state.is_main_process:
-            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            model: Any = (  # no trainer when resumed after the end: the runner's model
+                run.policy.policy
+                if self.trainer is None
+                else self.trainer.accelerator.unwrap_model(self.trainer.model)
+            )
             if hasattr(model, "merge_and_unload"):
                 model = model.merge_and_unload()
             model.save_pretrained(str(folder))

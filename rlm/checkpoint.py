@@ -45,6 +45,26 @@ RUN_STATE = "run_state.json"
 _STEP = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 
 
+def unsafe_pickle_error(path: Path) -> ConfigError:
+    """The error for a checkpoint file that ``torch.load(weights_only=True)`` refused."""
+    return ConfigError(
+        f"checkpoint {path.parent}: {path.name} holds more than tensors and numbers; rlm "
+        "refuses to unpickle it (that could run code). Resume only checkpoints you trust"
+    )
+
+
+def find_unsafe_pickle(folder: Path) -> Path | None:
+    """The first pickled file in ``folder`` (``*.pt``, ``*.pth``, ``*.bin``) that holds more
+    than ``torch.load(weights_only=True)`` allows, or None."""
+    for path in sorted(folder.glob("*")):
+        if path.suffix in (".pt", ".pth", ".bin"):
+            try:
+                torch.load(path, weights_only=True, map_location="cpu")
+            except pickle.UnpicklingError:
+                return path
+    return None
+
+
 def checkpoint_path(folder: Path, step: int) -> Path:
     """Where the checkpoint of ``step`` goes: ``folder/checkpoint-<step>``."""
     return folder / f"{CHECKPOINT_PREFIX}{step}"
@@ -177,10 +197,7 @@ def load_training_state(
     try:
         optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True)
     except pickle.UnpicklingError:
-        raise ConfigError(
-            f"checkpoint {folder}: optimizer.pt holds more than tensors and numbers; rlm "
-            "refuses to unpickle it (that could run code). Resume only checkpoints you trust"
-        ) from None
+        raise unsafe_pickle_error(folder / "optimizer.pt") from None
     optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
     rng_file = folder / f"rng_state_{accelerator.process_index}.json"

@@ -20,12 +20,16 @@ checkpoint, which then falls between two batches) once every ``--epochs`` of TRL
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
 from transformers import (
+    PreTrainedModel,
     PrinterCallback,
     ProgressCallback,
     TrainerCallback,
@@ -34,7 +38,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from rlm.checkpoint import checkpoint_path
+from rlm.checkpoint import checkpoint_path, find_unsafe_pickle, unsafe_pickle_error
 from rlm.errors import ConfigError
 from rlm.policy import peft_quietly
 from rlm.processes import all_processes_sum
@@ -255,6 +259,21 @@ class RunCallback(TrainerCallback):
         self.run.complete_checkpoint(checkpoint_path(self.run.checkpoints_dir, state.global_step))
 
 
+def load_saved_weights(model: PreTrainedModel | PeftModel, folder: Path) -> None:
+    """Load into ``model`` the weights a trainer's ``save_model`` wrote to ``folder``: the
+    adapter with LoRA, else the model's (possibly sharded) safetensors files."""
+    if isinstance(model, PeftModel):
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        return
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise ConfigError(f"checkpoint {folder} holds no model weights (model*.safetensors)")
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        weights.update(load_file(path))
+    model.load_state_dict(weights, strict=False)  # (tied weights are saved once)
+
+
 class TRLAlgorithm(Algorithm):
     """An algorithm whose loop is a TRL trainer: subclasses build it in :meth:`build_trainer`."""
 
@@ -271,6 +290,10 @@ class TRLAlgorithm(Algorithm):
         raise NotImplementedError
 
     def train(self, run: Run) -> None:
+        if run.finished:  # resumed from the final checkpoint: TRL would take one more step
+            assert run.checkpoint is not None
+            load_saved_weights(run.policy.policy, run.checkpoint)
+            return
         self.trainer = self.build_trainer(run)
         # The runner shows its own progress bar; the trainer's also prints every log line.
         self.trainer.remove_callback(ProgressCallback)
@@ -279,9 +302,19 @@ class TRLAlgorithm(Algorithm):
             RunCallback(run, self.counter, updates_per_step=self.updates_per_step)
         )
         resume = str(run.checkpoint) if run.checkpoint is not None else None
-        with peft_quietly():
-            self.trainer.train(resume_from_checkpoint=resume)
+        try:
+            with peft_quietly():
+                self.trainer.train(resume_from_checkpoint=resume)
+        except pickle.UnpicklingError:
+            # transformers loads the trainer's files with weights_only=True: name the file.
+            unsafe = find_unsafe_pickle(run.checkpoint) if run.checkpoint is not None else None
+            if unsafe is None:
+                raise
+            raise unsafe_pickle_error(unsafe) from None
 
     def save_policy(self, run: Run, folder: Path) -> None:
         """The trainer's own save: the adapter with LoRA, else the model; the tokenizer."""
-        self.trainer.save_model(str(folder))
+        if self.trainer is None:  # resumed after the end: no trainer was built
+            super().save_policy(run, folder)
+        else:
+            self.trainer.save_model(str(folder))

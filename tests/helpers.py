@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,73 @@ def computed_metrics(run: Path, ignore: tuple[str, ...] = ()) -> list[dict[str, 
         }
         rows.append(kept)
     return rows
+
+
+class ForkedRuns:
+    """Experiment runs as forks of one server that imported everything once
+    (``tests/fork_server.py``): a run starts in well under a second instead of ~7 s.
+
+    Example:
+        >>> with ForkedRuns() as runs:  # doctest: +SKIP
+        ...     pid = runs.start("ppo", flags)
+        ...     status = runs.wait()  # or os.kill(pid, signal.SIGKILL) first
+    """
+
+    def __init__(self) -> None:
+        self._server = subprocess.Popen(
+            [sys.executable, "-m", "tests.fork_server"], env=script_env(), cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+        )  # fmt: skip
+        self._buffer = b""
+        self._exit: int | None = None
+
+    def _message(self, timeout: float | None) -> dict[str, int] | None:
+        """The server's next line, waiting up to ``timeout`` seconds (None: for ever)."""
+        assert self._server.stdout is not None
+        while b"\n" not in self._buffer:
+            if not select.select([self._server.stdout], [], [], timeout)[0]:
+                return None
+            chunk = os.read(self._server.stdout.fileno(), 4096)
+            assert chunk, "the fork server died"
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def start(self, algorithm: str, args: list[str]) -> int:
+        """Start ``experiments/<algorithm>.py args``; its pid."""
+        assert self._server.stdin is not None
+        self._exit = None
+        self._server.stdin.write(
+            (json.dumps({"algorithm": algorithm, "args": args}) + "\n").encode()
+        )
+        message = self._message(None)
+        assert message is not None
+        return message["pid"]
+
+    def poll(self) -> int | None:
+        """The exit status of the run started last (-9: SIGKILL), or None while it runs."""
+        if self._exit is None:
+            message = self._message(0)
+            self._exit = None if message is None else message["exit"]
+        return self._exit
+
+    def wait(self) -> int:
+        """The exit status of the run started last, once it has ended."""
+        if self._exit is None:
+            message = self._message(None)
+            assert message is not None
+            self._exit = message["exit"]
+        return self._exit
+
+    def run(self, algorithm: str, args: list[str]) -> int:
+        """Start a run and wait for it; its exit status."""
+        self.start(algorithm, args)
+        return self.wait()
+
+    def __enter__(self) -> ForkedRuns:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._server.stdin is not None
+        self._server.stdin.close()
+        self._server.wait(timeout=60)

@@ -16,12 +16,11 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import pickle
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,7 +42,8 @@ from rlm.policy import ActorCritic
 from rlm.preemption import PREEMPTED_EXIT_CODE
 from rlm.scorers import make_reward
 from tests.helpers import (
-    ROOT,
+    ALGORITHMS,
+    ForkedRuns,
     computed_metrics,
     load_experiment,
     metrics_of,
@@ -51,7 +51,6 @@ from tests.helpers import (
     read_json,
     run_experiment,
     run_tiny,
-    script_env,
     tiny_flags,
     tiny_run,
     two_processes,
@@ -146,44 +145,97 @@ def test_sigterm_checkpoints_the_step_and_resume_ends_as_the_straight_run(
     assert computed_metrics(run) == computed_metrics(reference)
 
 
+# length:target=3 rewards the tiny random model's completions unevenly: advantages, losses
+# and evaluations all carry signal to compare. GRPO takes two passes a batch (checkpoints
+# fall between batches).
+KILLED_FLAGS = {
+    "ppo": ["--reward", "length:target=3"],
+    "grpo": ["--reward", "length:target=3", "--epochs", "2"],
+    "rloo": ["--reward", "length:target=3"],
+    "sft": ["--reward", "length:target=3"],
+}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_kill_9_at_ten_random_moments_then_resume_ends_as_the_straight_run(
-    tiny_model_path, tmp_path, reference
+    algorithm, tiny_model_path, tmp_path
 ):
-    """SIGKILL the run ten times, each a random moment (up to 0.8 s) after a random step
-    was logged by the running process: in a rollout, an update, an evaluation or a
-    checkpoint write, wherever it falls; resume after each; then let it finish."""
-    first = [*tiny_flags("ppo", tiny_model_path, tmp_path), *SIGNALLING]
-    command = [sys.executable, str(ROOT / "experiments" / "ppo.py")]
+    """Stop the run cleanly after step 1 (``--stop-after``), then SIGKILL it ten times, each
+    a random moment (up to 0.8 s) after a random step was logged by the running process: in
+    a rollout, an update, an evaluation or a checkpoint write, wherever it falls; resume
+    after each; then let it finish. It ends as the run that met none of this, to the
+    metric and the weight. Then the moment after the last checkpoint: without its policy
+    and summary.json, the run resumes to write them."""
+    flags = KILLED_FLAGS[algorithm]
+    out = tmp_path / "killed"
+    first = [*tiny_flags(algorithm, tiny_model_path, out), *flags]
+    with ForkedRuns() as runs:  # each run a real process, killed for real: see ForkedRuns
+        straight_flags = [*tiny_flags(algorithm, tiny_model_path, tmp_path / "straight"), *flags]
+        assert runs.run(algorithm, straight_flags) == 0
+        straight = only_run(tmp_path / "straight")
+        assert runs.run(algorithm, [*first, "--stop-after", "1"]) == 0
+        assert read_json(only_run(out) / "meta.json")["status"] == "stopped"
+        reached = _kill_at_random_moments(runs, algorithm, out, first, kills=10)
+        run = only_run(out)
+        if not (run / "summary.json").exists():  # else the last kill came after the end
+            assert runs.run(algorithm, ["--resume", str(run)]) == 0
+        print("last step logged at each kill:", reached)
+        assert read_json(run / "meta.json")["status"] == "finished"
+        # TRL's SFTTrainer does not checkpoint its count of tokens seen (train/num_tokens).
+        ignore = ("train/num_tokens",) if algorithm == "sft" else ()
+        got = computed_metrics(run, ignore)
+        assert [row["step"] for row in got] == [0, 1, 2, 3, 4]
+        assert got == computed_metrics(straight, ignore)
+        loss = "train/policy_loss" if algorithm == "ppo" else "train/loss"
+        assert len({row[loss] for row in got[1:]}) > 1  # the metrics carry signal
+        weights = "model.safetensors" if algorithm == "sft" else "adapter_model.safetensors"
+        a, b = load_file(run / "policy" / weights), load_file(straight / "policy" / weights)
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+
+        # Killed after its final checkpoint, before its policy and summary.json.
+        summary = read_json(run / "summary.json")
+        (run / "summary.json").unlink()
+        shutil.rmtree(run / "policy")
+        assert runs.run(algorithm, ["--resume", str(run)]) == 0
+    assert computed_metrics(run, ignore) == got  # no step trained again
+    again = read_json(run / "summary.json")
+    assert {k: v for k, v in again.items() if k != "wall_time_s"} == {
+        k: v for k, v in summary.items() if k != "wall_time_s"
+    }
+    a, b = load_file(run / "policy" / weights), load_file(straight / "policy" / weights)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _kill_at_random_moments(
+    runs: ForkedRuns, algorithm: str, out: Path, first: list[str], *, kills: int
+) -> list[int]:
+    """Run (or resume) the run in ``out`` and SIGKILL it, ``kills`` times; the last step the
+    running process had logged at each kill (-1: none yet)."""
     moments = random.Random(0)
-    reached: list[int] = []  # the last step logged when each kill came
-    while len(reached) < 10:
-        runs = [p for p in tmp_path.iterdir() if p.is_dir()]
-        if runs and (runs[0] / "summary.json").exists():
-            shutil.rmtree(runs[0])  # it finished before the kill: start over
-            runs = []
-        args = ["--resume", str(runs[0])] if runs else first
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    reached: list[int] = []
+    while len(reached) < kills:
+        found = [p for p in out.iterdir() if p.is_dir()]
+        if found and (found[0] / "summary.json").exists():
+            shutil.rmtree(found[0])  # it finished before the kill: start over
+            found = []
+        args = ["--resume", str(found[0])] if found else first
         started = time.time()
-        process = subprocess.Popen([*command, *args], env=script_env(), cwd=ROOT, **quiet)
+        pid = runs.start(algorithm, args)
         target, logged = moments.randint(0, 4), None
-        while process.poll() is None and logged is None:
-            runs = [p for p in tmp_path.iterdir() if p.is_dir()]
-            rows = read_jsonl(runs[0] / "metrics.jsonl") if runs else []
+        while runs.poll() is None and logged is None:
+            found = [p for p in out.iterdir() if p.is_dir()]
+            rows = read_jsonl(found[0] / "metrics.jsonl") if found else []
             mine = [row["step"] for row in rows if row["time"] >= started]
             logged = mine[-1] if mine and mine[-1] >= target else None
             time.sleep(0.02)
         time.sleep(moments.uniform(0.0, 0.8))
-        if process.poll() is None:
-            process.kill()  # SIGKILL: no handler, no clean-up
-            process.wait()
+        if runs.poll() is None:
+            os.kill(pid, signal.SIGKILL)  # no handler, no clean-up
+        status = runs.wait()
+        assert status in (0, -signal.SIGKILL)  # 0: it finished before the kill
+        if status != 0:
             reached.append(logged if logged is not None else -1)
-    run = only_run(tmp_path)
-    if not (run / "summary.json").exists():  # else the last kill came after the end
-        resumed = run_experiment("ppo", ["--resume", str(run)])
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-    print("last step logged at each kill:", reached)
-    assert computed_metrics(run) == computed_metrics(reference)
-    assert read_json(run / "meta.json")["status"] == "finished"
+    return reached
 
 
 def test_a_second_signal_exits_at_once(tiny_model_path, tmp_path, monkeypatch):
@@ -241,22 +293,6 @@ def test_a_full_disk_during_a_checkpoint_then_resume_from_nothing(
     assert computed_metrics(run) == computed_metrics(reference)
 
 
-def test_a_run_killed_before_its_summary_resumes_to_write_it(reference, tmp_path):
-    run = tmp_path / reference.name
-    shutil.copytree(reference, run)
-    (run / "summary.json").unlink()  # as if killed after the final checkpoint
-    shutil.rmtree(run / "policy")
-    resumed = run_experiment("ppo", ["--resume", str(run)])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary, expected = read_json(run / "summary.json"), read_json(reference / "summary.json")
-    assert {k: v for k, v in summary.items() if k != "wall_time_s"} == {
-        k: v for k, v in expected.items() if k != "wall_time_s"
-    }
-    policy, trained = run / "policy" / "adapter_model.safetensors", reference / "policy"
-    assert policy.read_bytes() == (trained / "adapter_model.safetensors").read_bytes()
-    assert computed_metrics(run) == computed_metrics(reference)  # no step trained again
-
-
 # --- no code from files -----------------------------------------------------------------------
 
 
@@ -270,10 +306,15 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_a_malicious_pickle_in_a_checkpoint_is_refused_not_run(tiny_model_path, tmp_path, capsys):
-    ppo = load_experiment("ppo")
-    flags = [*tiny_flags("ppo", tiny_model_path, tmp_path / "runs"), "--stop-after", "2"]
-    assert ppo.cli(flags) == 0
+# PPO's optimizer file is rlm's; GRPO's (as RLOO's and SFT's) is written and read by
+# transformers' Trainer.
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_a_malicious_pickle_in_a_checkpoint_is_refused_not_run(
+    algorithm, tiny_model_path, tmp_path, capsys
+):
+    experiment = load_experiment(algorithm)
+    flags = [*tiny_flags(algorithm, tiny_model_path, tmp_path / "runs"), "--stop-after", "2"]
+    assert experiment.cli(flags) == 0
     run = only_run(tmp_path / "runs")
     checkpoint = run / "checkpoints" / "checkpoint-2"
     marker = tmp_path / "code-ran"
@@ -283,10 +324,13 @@ def test_a_malicious_pickle_in_a_checkpoint_is_refused_not_run(tiny_model_path, 
     state["files"] = manifest(checkpoint, exclude=(RUN_STATE,))
     (checkpoint / RUN_STATE).write_text(json.dumps(state))
 
-    assert ppo.cli(["--resume", str(run)]) == 2
+    capsys.readouterr()
+    assert experiment.cli(["--resume", str(run)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(errors) == 1 and errors[0].startswith("error: checkpoint"), errors
-    assert "optimizer.pt holds more than tensors" in errors[0]
+    assert errors == [
+        f"error: checkpoint {checkpoint}: optimizer.pt holds more than tensors and numbers; "
+        "rlm refuses to unpickle it (that could run code). Resume only checkpoints you trust"
+    ]
     assert not marker.exists()
 
 
