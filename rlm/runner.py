@@ -320,12 +320,14 @@ def _resume_point(
     none, when the run starts again from step 0 in its folder with its saved settings."""
     assert settings.resume is not None
     run_dir = RunDir.open(settings.resume)
-    checkpoint, skipped = find_resume_checkpoint(run_dir.checkpoints_dir)
-    state.wait_for_everyone()  # every process has looked before any folder goes
+    # The main process checks (hashing every file: ~1.7 GB/s here) and tells the others.
+    found = find_resume_checkpoint(run_dir.checkpoints_dir) if state.is_main_process else None
+    checkpoint, skipped = broadcast_object_list([found])[0]
     if state.is_main_process:
         for folder, problem in skipped:
             print(f"warning: skipping {folder.name}: {problem}", file=sys.stderr)
             shutil.rmtree(folder, ignore_errors=True)
+    clear_failures(run_dir.path, state)  # an earlier attempt's
     state.wait_for_everyone()
     if checkpoint is None:
         if state.is_main_process:
@@ -464,7 +466,6 @@ def _run_experiment(
         tracker = attempt.tracker = tracker_for(
             run_dir, settings.tracking, run_dir.read_config(), resume_after=resume_after
         )
-    clear_failures(run_dir.path, state)
     run = Run(
         settings=settings, algorithm=algorithm, state=state, policy=actor_critic,
         tokenizer=tokenizer, train_envs=train_envs, heldout=heldout, normalizer=normalizer,
