@@ -40,10 +40,12 @@ lint: install
 	$(BIN)/mypy
 
 # Two pytest workers (pytest-xdist): the tests are single-threaded, and the machines have 2 cores.
+# worksteal: a worker that runs out of tests takes the other's, so the slow end-to-end
+# runs do not leave one worker alone at the end.
 TEST_WORKERS ?= 2
 
 test: model lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -164,20 +164,6 @@ def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_mo
     assert computed_metrics(only_run(tmp_path / "split")) == computed_metrics(run)
 
 
-def test_two_processes(tiny_model_path, tmp_path):
-    result = run_tiny("ppo", tiny_model_path, tmp_path, "--steps", "2", launcher=two_processes())
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = only_run(tmp_path)
-    rows = metrics_of(run)
-    # Both processes rolled out their own batch: twice the episodes of one process.
-    assert rows[-1]["perf/episodes"] == 2 * 2 * 4
-    last = run / "checkpoints" / "checkpoint-2"
-    assert sorted(p.name for p in last.glob("rng_state_*.json")) == [
-        "rng_state_0.json",
-        "rng_state_1.json",
-    ]
-
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -468,6 +468,13 @@ def test_a_killed_process_then_a_preempted_job_then_resume_ends_as_the_straight_
     straight = run_tiny("ppo", tiny_model_path, tmp_path / "straight", *FAULTY,
                         launcher=two_processes())  # fmt: skip
     assert straight.returncode == 0, straight.stderr[-3000:]
+    # Both processes rolled out their own batches (twice the episodes of one) and keep
+    # their own random state.
+    assert metrics_of(only_run(tmp_path / "straight"))[-1]["perf/episodes"] == 2 * 4 * 4
+    last = only_run(tmp_path / "straight") / "checkpoints" / "checkpoint-4"
+    assert sorted(p.name for p in last.glob("rng_state_*.json")) == [
+        "rng_state_0.json", "rng_state_1.json",
+    ]  # fmt: skip
 
     # 1. Rank 1 dies (SIGKILL) in step 3's rollout, its reward call 3: rank 0 stops too.
     _fault(monkeypatch, "kill", rank=1, at=3)
