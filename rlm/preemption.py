@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from types import FrameType, TracebackType
+from typing import Any
 
 from rlm.processes import launched_by_torchelastic
 
@@ -45,6 +46,27 @@ class Preempted(SystemExit):
         self.folder = folder
 
 
+@contextlib.contextmanager
+def _signals_handled_by(handler: Any) -> Iterator[None]:
+    """SIGTERM and SIGINT go to ``handler`` inside the block (main thread only: elsewhere
+    Python cannot set handlers, and the signals keep theirs); the old ones come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def signals_ignored() -> contextlib.AbstractContextManager[None]:
+    """Ignore SIGTERM and SIGINT inside the block (main thread only): for a failing process
+    to finish marking its run failed while the launcher is already stopping it."""
+    return _signals_handled_by(signal.SIG_IGN)
+
+
 class PreemptionSignals:
     """Catch SIGTERM and SIGINT for the duration of a ``with`` block (main thread only;
     elsewhere the signals keep their handlers)."""
@@ -53,12 +75,10 @@ class PreemptionSignals:
         self.received: str | None = None
         """The first signal's name ("SIGTERM", "SIGINT"), or None."""
         self._received_at = 0.0
-        self._previous: dict[int, object] = {}
+        self._handled = contextlib.ExitStack()
 
     def __enter__(self) -> PreemptionSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+        self._handled.enter_context(_signals_handled_by(self._handle))
         return self
 
     def __exit__(
@@ -67,9 +87,7 @@ class PreemptionSignals:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        self._previous.clear()
+        self._handled.close()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -87,18 +105,3 @@ class PreemptionSignals:
         # os.write, not print: the handler may interrupt a print (tqdm's, to stderr).
         os.write(2, f"\n{name}: finishing this step, then saving a checkpoint "
                     f"(send {name} again to exit at once)\n".encode())  # fmt: skip
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Ignore SIGTERM and SIGINT inside the block (main thread only): for a failing process
-    to finish marking its run failed while the launcher is already stopping it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
