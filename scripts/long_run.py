@@ -157,26 +157,22 @@ def main(config: Config) -> None:
     process = psutil.Process(child.pid)
     samples: list[Sample] = []
     run: Path | None = None
-    while True:
-        ended = child.poll() is not None
+    while child.poll() is None:
         if run is None:
             new = [p for p in output_dir.iterdir() if p.is_dir() and p not in before]
             run = new[0] if new else None
-        if run is not None:
+        rss = resident_mb(process)
+        if run is not None and rss > 0:  # 0: it ended since poll()
             rows = read_jsonl(run / "metrics.jsonl")
             step = rows[-1]["step"] if rows else 0
-            rss = 0.0 if ended else resident_mb(process)
             samples.append(Sample(time.perf_counter() - started, step, rss, folder_sizes(run)))
-        if ended:
-            break
         time.sleep(config.interval)
-    if child.returncode != 0 or run is None:
+    if child.returncode != 0 or run is None or not samples:
         sys.exit(f"the run failed (exit status {child.returncode}); rerun without this script")
-    samples = [s for s in samples if s.rss_mb > 0] + samples[-1:]  # the last: folder at the end
+    final = folder_sizes(run)  # with the policy and summary written at the end
     step_times = [r["perf/time_iteration"] for r in read_jsonl(run / "metrics.jsonl")[1:]]
-    rows = tenths(samples[:-1], step_times, config.steps)
-    rows[-1].update({f"{p}_mb": samples[-1].folder_mb[p] for p in PARTS},
-                    folder_mb=samples[-1].folder_mb["all"])  # fmt: skip
+    rows = tenths(samples, step_times, config.steps)
+    rows[-1].update({f"{p}_mb": final[p] for p in PARTS}, folder_mb=final["all"])
     print(f"\n{config.algorithm}, {config.steps} steps, model {config.model}, "
           f"{time.perf_counter() - started:.0f} s; resident memory at the end of each tenth, "
           "median step time over it, run folder at its end (MB):\n")  # fmt: skip
@@ -185,7 +181,8 @@ def main(config: Config) -> None:
         config.json.parent.mkdir(parents=True, exist_ok=True)
         config.json.write_text(json.dumps({
             "config": {k: str(v) for k, v in asdict(config).items()},
-            "command": command, "samples": [asdict(s) for s in samples], "table": rows,
+            "command": command, "samples": [asdict(s) for s in samples],
+            "final_folder_mb": final, "table": rows,
         }, indent=2))  # fmt: skip
     if temporary is not None:
         temporary.cleanup()
