@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from rlm.diagnostics import perplexity, text_diagnostics
 from rlm.env import TextVectorEnv, make_text_vector_env
 from rlm.policy import ActorCritic
 from rlm.rewards import RewardFunction, reward_components, reward_name, score_batch
@@ -33,6 +34,12 @@ from rlm.rollout import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """The mean and the sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
 
 
 def heldout_scores(reward: RewardFunction, episodes: Episodes, *, env_id: str) -> list[float]:
@@ -110,7 +117,8 @@ class Evaluator:
         *,
         show_progress: bool = True,
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Mean reward, its standard error, KL and length over the prompts, and sample rows.
+        """Mean reward, its standard error, KL, length and the diagnostics of
+        :mod:`rlm.diagnostics` over the prompts, and sample rows (every prompt's).
 
         Reward components, where the reward reports them, appear as ``eval/reward/<name>``;
         the held-out reward as ``eval/heldout_reward_mean`` (and ``eval/heldout/<name>``).
@@ -120,6 +128,9 @@ class Evaluator:
         rewards: list[float] = []
         kls: list[float] = []
         lengths: list[float] = []
+        completions: list[str] = []
+        cut: list[bool] = []
+        ref_logprob_sum = entropy_sum = 0.0
         rows: list[dict[str, Any]] = []
         component_sums: dict[str, float] = {}
         heldout: list[float] = []
@@ -140,6 +151,10 @@ class Evaluator:
                     temperature=self.generation.temperature,
                 )  # fmt: skip
                 kls += scored.sequence_kl.tolist()
+                ref_logprob_sum += float(scored.ref_logprobs.sum())
+                entropy_sum += float(scored.entropy.sum())
+                completions += [text for turns in episodes.completions for text in turns]
+                cut += [c for turns in episodes.cut for c in turns]
                 rewards += episodes.returns.tolist()
                 lengths += episodes.completion_lengths.tolist()
                 rows += episodes.sample_rows()
@@ -155,16 +170,23 @@ class Evaluator:
                     for key, value in parts.items():
                         component_sums[key] = component_sums.get(key, 0.0) + value
         n = len(rewards)
-        mean = sum(rewards) / n
-        std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / max(n - 1, 1))
+        mean, std = mean_and_std(rewards)
         metrics = {
             "eval/reward_mean": mean,
             "eval/reward_std": std,
             "eval/reward_sem": std / math.sqrt(n),
             "eval/kl": sum(kls) / n,
+            "eval/kl_per_token": sum(kls) / max(sum(lengths), 1),
             "eval/completion_length": sum(lengths) / n,
+            "eval/cut_share": sum(cut) / len(cut),
+            "eval/ref_perplexity": perplexity(
+                sum_logprob=ref_logprob_sum, tokens=int(sum(lengths))
+            ),
+            "eval/entropy": entropy_sum / max(sum(lengths), 1),
+            **text_diagnostics(completions),
         }
         if heldout:
-            metrics["eval/heldout_reward_mean"] = sum(heldout) / n
+            mean, std = mean_and_std(heldout)
+            metrics.update({"eval/heldout_reward_mean": mean, "eval/heldout_reward_std": std})
         metrics.update({f"eval/{key}": total / n for key, total in sorted(component_sums.items())})
         return metrics, rows

@@ -137,6 +137,9 @@ class Episodes:
     infos: list[dict[str, Any]]  # the last info of each episode
     reward_components: list[dict[str, float]] = field(default_factory=list)
     """Per episode, each reported reward component (``reward/<name>``) summed over turns."""
+    cut: list[list[bool]] = field(default_factory=list)
+    """Per episode, per turn: whether the completion was cut at ``max_new_tokens`` (it
+    generated no end-of-text)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent generating (``generate``) and in the environment's reward (``score``)."""
 
@@ -245,6 +248,7 @@ def collect_episodes(
     response_mask: list[list[int]] = [[] for _ in range(n)]
     score_at: list[list[tuple[int, float]]] = [[] for _ in range(n)]
     completions: list[list[str]] = [[] for _ in range(n)]
+    cut: list[list[bool]] = [[] for _ in range(n)]
     replies: list[list[str]] = [[] for _ in range(n)]
     rewards: list[list[float]] = [[] for _ in range(n)]
     final_infos: list[dict[str, Any]] = [{} for _ in range(n)]
@@ -288,6 +292,7 @@ def collect_episodes(
             response_mask[i] += [1] * len(ids)
             text = str(tokenizer.decode(ids, skip_special_tokens=True))
             completions[i].append(text)
+            cut[i].append(not ended[i])
             actions[i] = text
 
         start = time.perf_counter()
@@ -339,6 +344,7 @@ def collect_episodes(
         rewards=rewards,
         infos=final_infos,
         reward_components=[dict(c) for c in components],
+        cut=cut,
         timings=dict(timings),
     )
 

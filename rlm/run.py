@@ -239,6 +239,10 @@ class RunDir:
         return self.path / "samples.jsonl"
 
     @property
+    def alerts_path(self) -> Path:
+        return self.path / "alerts.jsonl"
+
+    @property
     def tensorboard_dir(self) -> Path:
         return self.path / "tb"
 
@@ -249,6 +253,12 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         """The config the run was created with, as plain JSON values."""
         return json.loads(self.config_path.read_text(encoding="utf-8"))
+
+    def read_alerts(self) -> list[dict[str, Any]]:
+        """The alarms the run tripped (``alerts.jsonl``, :mod:`rlm.alarms`), in order."""
+        if not self.alerts_path.is_file():
+            return []
+        return [json.loads(line) for line in self.alerts_path.read_text("utf-8").splitlines()]
 
     def read_meta(self) -> dict[str, Any]:
         """The contents of ``meta.json`` (empty if it is missing)."""
@@ -292,8 +302,8 @@ class RunDir:
         self.update_meta(status=status, end_time=end_time, **extra)
 
     def rewind(self, step: int) -> None:
-        """Drop what was logged after ``step`` from ``metrics.jsonl`` and ``samples.jsonl``
-        (a run resumed from the checkpoint of ``step`` logs those steps again); ``-1``
-        drops everything (a run that starts again from the beginning)."""
-        for path in (self.metrics_path, self.samples_path):
+        """Drop what was logged after ``step`` from ``metrics.jsonl``, ``samples.jsonl``
+        and ``alerts.jsonl`` (a run resumed from the checkpoint of ``step`` logs those
+        steps again); ``-1`` drops everything (a run that starts again from the beginning)."""
+        for path in (self.metrics_path, self.samples_path, self.alerts_path):
             truncate_jsonl(path, lambda row: int(row["step"]) <= step)

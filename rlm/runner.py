@@ -31,12 +31,14 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlm.alarms import AlarmSettings, AlarmWatch
 from rlm.checkpoint import (
     checkpoint_path,
     complete_checkpoint,
     find_resume_checkpoint,
     read_run_state,
 )
+from rlm.diagnostics import DIAGNOSTICS, heldout_gap
 from rlm.env import TextEnv, TextVectorEnv, check_env_id, make_text_vector_env
 from rlm.errors import ConfigError, DivergedError
 from rlm.evaluation import Evaluator
@@ -136,6 +138,8 @@ class Run:
     started: float = dataclasses.field(default_factory=time.perf_counter)
     """When this process started the run (``time.perf_counter``)."""
     last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
+    alarms: AlarmWatch = dataclasses.field(default_factory=lambda: AlarmWatch(AlarmSettings()))
+    """The alarms on each evaluation's diagnostics (:mod:`rlm.alarms`)."""
     _step_started: float = dataclasses.field(default_factory=time.perf_counter)
     _step_started_cpu: float = dataclasses.field(default_factory=time.process_time)
     _progress: Any = None
@@ -205,10 +209,19 @@ class Run:
         metrics: dict[str, float] = {}
         if self.state.is_main_process:
             metrics, rows = self.evaluator(self.policy, self.tokenizer)
-            self.tracker.log_samples(rows[: self.settings.samples_logged], step=step)
+            metrics = with_heldout_gap(metrics, self.eval_before)
+            self.tracker.log_samples(rows, step=step, table_rows=self.settings.samples_logged)
             self.last_eval = metrics
+            self._sound_alarms(step, metrics)
         self.state.wait_for_everyone()
         return metrics
+
+    def _sound_alarms(self, step: int, metrics: dict[str, float]) -> None:
+        """Print, log and keep each alarm this evaluation trips anew; training goes on."""
+        for trip in self.alarms.update(metrics, self.eval_before, step=step):
+            tqdm.write(trip.message, file=sys.stderr)
+            title = f"{self.run_dir.name}: {trip.alarm}"
+            self.tracker.alert(title, trip.message, step=step, details=trip.details())
 
     def save_checkpoint(self, step: int, save: Callable[[Path], None]) -> None:
         """``save`` writes the algorithm's state into the step's folder; then the runner's."""
@@ -230,6 +243,7 @@ class Run:
             "counters": {"tokens": self.tokens, "episodes": self.episodes},
             "eval_before": self.eval_before,
             "last_eval": self.last_eval,
+            "alarms_active": sorted(self.alarms.active),
             "reward_normalizer": self.normalizer.state_dict() if self.normalizer else None,
             "wall_time_s": self.wall_time_s,
         }
@@ -239,6 +253,7 @@ class Run:
         self.start_step = self.step = state["step"]
         self.finished = state["finished"]
         self.last_eval = state.get("last_eval", {})
+        self.alarms = AlarmWatch(self.settings.alarms, set(state.get("alarms_active", [])))
         self.tokens, self.episodes = state["counters"]["tokens"], state["counters"]["episodes"]
         self.eval_before = state["eval_before"]
         self.wall_time_before = state["wall_time_s"]
@@ -446,6 +461,7 @@ def _run_experiment(
         attempt.run_folder = run_dir.path
     if resumed is None and state.is_main_process:
         before, before_rows = evaluator(actor_critic, tokenizer)
+        before = with_heldout_gap(before, before)
     if settings.resume is None:
         # One name for all processes (it holds a timestamp), one process creates the folder.
         default_name = make_run_name(env_id, settings.exp_name or algorithm.name, settings.seed)
@@ -472,13 +488,14 @@ def _run_experiment(
         prompt_kind=prompt_kind, prompt_format=prompt_format, evaluator=evaluator,
         run_dir=run_dir, tracker=tracker, checkpoint=checkpoint,
         start_step=0, eval_before=before, started=wall_start,
+        alarms=AlarmWatch(settings.alarms),
     )  # fmt: skip
     attempt.run = run
     if resumed is not None:
         run.load_state_dict(resumed)
     else:
         tracker.log({**before, "perf/episodes": 0, "perf/tokens": 0}, step=0)
-        tracker.log_samples(before_rows[: settings.samples_logged], step=0)
+        tracker.log_samples(before_rows, step=0, table_rows=settings.samples_logged)
 
     # --- training, then the policy and the summary
     run.open_progress()
@@ -506,6 +523,13 @@ def _run_experiment(
         write_json(run_dir.path / "summary.json", summary)
         _print_summary(run, summary)
     return summary
+
+
+def with_heldout_gap(metrics: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """``metrics`` with ``eval/heldout_gap`` (:func:`rlm.diagnostics.heldout_gap`) when
+    the run scores a held-out reward."""
+    gap = heldout_gap(metrics, before)
+    return metrics if gap is None else {**metrics, "eval/heldout_gap": gap}
 
 
 def run_config(algorithm: Algorithm, config: object) -> dict[str, Any]:
@@ -537,6 +561,9 @@ def _summary(run: Run) -> dict[str, Any]:
         summary["eval_heldout_reward_before"] = before.get("eval/heldout_reward_mean", nan)
         summary["eval_heldout_reward_after"] = after.get("eval/heldout_reward_mean", nan)
     summary.update(
+        diagnostics_before={k: before[k] for k in DIAGNOSTICS if k in before},
+        diagnostics_after={k: after[k] for k in DIAGNOSTICS if k in after},
+        alerts=[alert["text"] for alert in run.run_dir.read_alerts()],
         steps=run.step,
         episodes=run.episodes,
         generated_tokens=run.tokens,

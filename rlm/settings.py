@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 import torch
 import tyro
 
+from rlm.alarms import AlarmSettings
 from rlm.errors import ConfigError
 from rlm.policy import LoraSettings
 from rlm.rollout import GenerationSettings
@@ -130,7 +131,11 @@ class RunSettings:
     eval_batch_size: int = 32
     """Held-out prompts generated at once, at most."""
     samples_logged: int = 16
-    """Evaluation samples per table."""
+    """Evaluation samples in each W&B and TensorBoard table (samples.jsonl keeps them all)."""
+    alarms: Annotated[AlarmSettings, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=AlarmSettings
+    )
+    """Thresholds on each evaluation's over-optimisation diagnostics (docs/diagnostics.md)."""
 
     # --- run folder, trackers, checkpoints
     tracking: Annotated[TrackingSettings, tyro.conf.OmitArgPrefixes] = field(
@@ -164,6 +169,7 @@ class RunSettings:
         )  # fmt: skip
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+        self.alarms.validate()
 
     @property
     def generation(self) -> GenerationSettings:

@@ -281,19 +281,29 @@ class Tracker:
         if self._wandb_run is not None:
             self._wandb_run.log(values, step=step)
 
-    def log_samples(self, rows: list[dict[str, Any]], step: int, key: str = "eval/samples") -> None:
+    def log_samples(
+        self,
+        rows: list[dict[str, Any]],
+        step: int,
+        key: str = "eval/samples",
+        table_rows: int | None = None,
+    ) -> None:
         """Log generated samples (one dict per sample, e.g. prompt, completion, reward).
 
-        Each row goes to ``samples.jsonl`` with ``step`` and ``key``; W&B gets a table and
-        TensorBoard a markdown table (the first rows, long cells cut).
+        Every row goes to ``samples.jsonl`` with ``step`` and ``key`` (reports and
+        ``rlm diagnose`` read them); W&B gets a table and TensorBoard a markdown table of
+        the first ``table_rows`` (all when None; TensorBoard's long cells cut).
         """
         if not rows:
             return
-        columns = list(dict.fromkeys(c for row in rows for c in row))  # first-seen order
         with open(self.run_dir.samples_path, "a", encoding="utf-8") as f:
             for row in rows:
                 line = {"step": step, "key": key, **{c: _cell(v) for c, v in row.items()}}
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        rows = rows[:table_rows]
+        if not rows:
+            return
+        columns = list(dict.fromkeys(c for row in rows for c in row))  # first-seen order
         if self._tb is not None:
             self._tb.add_text(key, _markdown_table(rows, columns), global_step=step)
         if self._wandb_run is not None:
@@ -302,6 +312,19 @@ class Tracker:
             header: list[str | int] = list(columns)  # the type wandb.Table declares
             data = [[_cell(row.get(c)) for c in columns] for row in rows]
             self._wandb_run.log({key: wandb.Table(columns=header, data=data)}, step=step)
+
+    def alert(
+        self, title: str, text: str, *, step: int, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record an alarm (:mod:`rlm.alarms`): a line of ``alerts.jsonl`` (``step``,
+        ``title``, ``text`` and ``details``), a TensorBoard text and, online, ``wandb.alert``."""
+        line = {"step": step, "title": title, "text": text, **to_plain(details or {})}
+        with open(self.run_dir.alerts_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        if self._tb is not None:
+            self._tb.add_text("alerts", text, global_step=step)
+        if self._wandb_run is not None and not self._wandb_run.offline:
+            self._wandb_run.alert(title=title, text=text, level="WARN")
 
     def finish(self, status: str = "finished", **extra: Any) -> None:
         """Close every sink and record ``status`` ("finished" or "failed") in ``meta.json``.
@@ -348,7 +371,18 @@ class NullTracker:
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Do nothing."""
 
-    def log_samples(self, rows: list[dict[str, Any]], step: int, key: str = "eval/samples") -> None:
+    def log_samples(
+        self,
+        rows: list[dict[str, Any]],
+        step: int,
+        key: str = "eval/samples",
+        table_rows: int | None = None,
+    ) -> None:
+        """Do nothing."""
+
+    def alert(
+        self, title: str, text: str, *, step: int, details: Mapping[str, Any] | None = None
+    ) -> None:
         """Do nothing."""
 
     def finish(self, status: str = "finished", **extra: Any) -> None:

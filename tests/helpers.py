@@ -88,6 +88,31 @@ def run_tiny(
                           **kwargs)  # fmt: skip
 
 
+def assert_diagnostics_logged(run: Path) -> None:
+    """Every evaluation logged the over-optimisation diagnostics, and ``summary.json``
+    holds those of the first and the last."""
+    from rlm.diagnostics import DIAGNOSTICS
+
+    evaluations = [row for row in metrics_of(run) if "eval/reward_mean" in row]
+    assert len(evaluations) >= 2
+    expected = DIAGNOSTICS.keys() - {"eval/heldout_gap"}  # (only with a held-out reward)
+    for row in evaluations:
+        assert expected <= set(row), expected - set(row)
+    summary = read_json(run / "summary.json")
+    for name, row in (
+        ("diagnostics_before", evaluations[0]),
+        ("diagnostics_after", evaluations[-1]),
+    ):
+        assert summary[name] == {k: row[k] for k in DIAGNOSTICS if k in row}
+    assert summary["alerts"] == [alert["text"] for alert in alerts_of(run)]
+
+
+def alerts_of(run: Path) -> list[dict[str, Any]]:
+    """The run's ``alerts.jsonl`` rows (none when the file does not exist)."""
+    path = run / "alerts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def tiny_run(algorithm: str, model: Path, output_dir: Path, *flags: str) -> Path:
     """The folder of :func:`run_tiny`'s run, which must have succeeded."""
     result = run_tiny(algorithm, model, output_dir, *flags)

@@ -19,8 +19,11 @@ import pytest
 from safetensors.torch import load_file
 
 from rlm.checkpoint import list_checkpoints
+from rlm.diagnostics import heldout_gap
 from tests.helpers import (
     ROOT,
+    alerts_of,
+    assert_diagnostics_logged,
     computed_metrics,
     load_experiment,
     metrics_of,
@@ -74,6 +77,7 @@ def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
     summary = read_json(run / "summary.json")
     assert summary["episodes"] == 16 and summary["steps"] == 4 and summary["wall_time_s"] > 0
     assert "held-out reward" in result.stdout
+    assert_diagnostics_logged(run)
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == [
         "checkpoint-2", "checkpoint-4",
     ]  # fmt: skip
@@ -128,7 +132,7 @@ def test_a_run_resumed_twice_ends_as_the_uninterrupted_one(
 
 REWARD_FLAGS = [
     "--reward", "0.5*vader + 0.5*repetition:n=2", "--heldout-reward", "textblob",
-    "--normalize-reward", "--reward-clip", "3",
+    "--normalize-reward", "--reward-clip", "3", "--alarm-distinct-drop", "1.5",
 ]  # fmt: skip
 
 
@@ -137,6 +141,20 @@ def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_mo
     assert straight.returncode == 0, straight.stderr[-3000:]
     run = only_run(tmp_path / "straight")
     rows = metrics_of(run)
+    # --alarm-distinct-drop 1.5 trips unless distinct-2 rises by half: one line at the first
+    # evaluation after training, kept, not repeated while it stays tripped; the run goes on.
+    trips = [line for line in straight.stderr.splitlines() if line.startswith("alarm at")]
+    assert len(trips) == 1
+    assert trips[0].startswith("alarm at step 2: distinct_drop: eval/distinct_2 ")
+    before, after = rows[0]["eval/distinct_2"], rows[2]["eval/distinct_2"]
+    assert trips[0].endswith(f"({before:.3g} -> {after:.3g}; alarm below 1.5x)")
+    alerts = alerts_of(run)
+    assert [a["text"] for a in alerts] == trips and alerts[0]["step"] == 2
+    assert alerts[0]["value"] == rows[2]["eval/distinct_2"]
+    assert_diagnostics_logged(run)
+    # (NaN here: the tiny model's text is all neutral to TextBlob, a std of 0 before.)
+    for row in (rows[0], rows[-1]):
+        assert row["eval/heldout_gap"] == pytest.approx(heldout_gap(row, rows[0]), nan_ok=True)
     for row in rows[1:]:
         # Each component raw, the normalised total within the clip, the held-out reward.
         for key in ("reward/vader", "reward/repetition", "reward/composite_raw"):
@@ -162,6 +180,11 @@ def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_mo
     resumed = run_experiment("ppo", ["--resume", str(only_run(tmp_path / "split"))])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert computed_metrics(only_run(tmp_path / "split")) == computed_metrics(run)
+
+    def untitled(alerts: list[dict]) -> list[dict]:  # (the title names the run's folder)
+        return [{k: v for k, v in alert.items() if k != "title"} for alert in alerts]
+
+    assert untitled(alerts_of(only_run(tmp_path / "split"))) == untitled(alerts)  # once, kept
 
 
 @pytest.mark.parametrize(

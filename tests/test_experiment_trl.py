@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from rlm.settings import RunSettings
 from rlm.trl_runner import GroupSettings, sampling_arguments, trainer_arguments
 from tests.helpers import (
+    assert_diagnostics_logged,
     load_experiment,
     metrics_of,
     only_run,
@@ -51,6 +52,7 @@ def assert_trained_and_logged(run, result: subprocess.CompletedProcess, steps: i
     assert {"prompt", "completion", "reward", "step"} <= set(samples_of(run)[0])
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert "held-out reward" in result.stdout
+    assert_diagnostics_logged(run)
 
 
 def test_grpo_single_turn_trains_and_logs_everywhere(tiny_model_path, tmp_path):

@@ -24,6 +24,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, LogitsProcessor, Logi
 
 import envs  # noqa: F401  (registers the rlm/ environments)
 from envs.guess_number import PROMPT
+from rlm import diagnostics
+from rlm.diagnostics import DIAGNOSTICS
 from rlm.env import TextEnv, TextVectorEnv
 from rlm.errors import ConfigError
 from rlm.evaluation import Evaluator
@@ -611,11 +613,16 @@ def test_evaluate_is_reproducible_and_keeps_the_rng(policy: tuple[ActorCritic, A
         "eval/reward_mean",
         "eval/reward_std",
         "eval/reward_sem",
-        "eval/kl",
-        "eval/completion_length",
+        *DIAGNOSTICS.keys() - {"eval/heldout_gap"},  # (no held-out reward here)
     }
     assert metrics["eval/kl"] == pytest.approx(0.0, abs=1e-5)  # LoRA B is zero at init
     assert metrics["eval/completion_length"] == pytest.approx(4.0)
+    assert metrics["eval/cut_share"] == 1.0  # 4 tokens each, none of them end-of-text
+    completions = [row["completion"] for row in rows]
+    assert metrics["eval/distinct_2"] == diagnostics.distinct_n(completions, 2)
+    # The reference is the policy (LoRA B = 0): the samples' perplexity lies between 1
+    # and the vocabulary's size.
+    assert 1 < metrics["eval/ref_perplexity"] < tokenizer.vocab_size
     # The first prompts of the split, in order.
     tasks = make_envs("rlm/Sentiment-v0", num_envs=1, split="eval").envs[0].tasks
     assert [row["prompt"] for row in rows] == [t["prompt"] for t in tasks[:4]]
