@@ -12,7 +12,7 @@ else
 TORCH_INSTALL ?= torch>=2.13
 endif
 
-.PHONY: install model demo test lint clean
+.PHONY: install model browser demo test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,16 @@ lint: install
 # runs do not leave one worker alone at the end.
 TEST_WORKERS ?= 2
 
-test: model lint
+# A headless browser for the HTML report's test: Debian's chromium package (playwright drives
+# it; no browser is downloaded). Needs root and apt; elsewhere set RLM_BROWSER to a Chromium.
+browser:
+	@command -v chromium >/dev/null || [ -n "$$RLM_BROWSER" ] || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		  { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } \
+		  >/dev/null; } || \
+		{ echo "make browser: install Chromium (apt-get install chromium) or set RLM_BROWSER"; exit 1; }
+
+test: model lint browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 clean:

@@ -126,7 +126,7 @@ def _describe(
 ) -> str:
     head = f"alarm at step {step}: {name}: {alarm.metric}"
     if alarm.measure == "value":
-        return f"{head} is {value:.3g} (alarm {alarm.direction} {threshold:g})"
+        return f"{head} is {value:.4g} (alarm {alarm.direction} {threshold:g})"
     assert before is not None
     ratio = value / before
     limit = {"above": f"above {threshold:g}x", "below": f"below {threshold:g}x"}.get(
@@ -134,7 +134,7 @@ def _describe(
     )
     return (
         f"{head} is {ratio:.2f}x its value before training "
-        f"({before:.3g} -> {value:.3g}; alarm {limit})"
+        f"({before:.4g} -> {value:.4g}; alarm {limit})"
     )
 
 

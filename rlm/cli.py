@@ -3,6 +3,8 @@
     rlm list-envs                 # every registered environment with its description
     rlm check-env rlm/Search-v0   # check one environment; exit status 1 when a check fails
     rlm compress runs/<run> --method int8-dynamic -o runs/<run>-int8   # a smaller model
+    rlm report runs/compare -o runs/compare/report.html   # one HTML page, opens offline
+    rlm diagnose runs/compare --alarm repetition=0.1      # diagnostics from saved samples
     python -m rlm list-envs       # the same, without the installed script
 
 Environments of the project's ``envs`` package are registered by importing it; pass
@@ -78,6 +80,41 @@ def compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    from rlm.report import write_report  # imports plotly only when asked
+    from rlm.run_folders import find_runs
+
+    runs = find_runs(Path(p) for p in args.runs)
+    path = write_report(runs, Path(args.output), title=args.title)
+    print(f"report on {len(runs)} runs written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _alarm_override(text: str) -> tuple[str, float | None]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(
+            f"--alarm takes NAME=THRESHOLD (or NAME=none), got {text!r}"
+        )
+    try:
+        return name.strip(), None if value.strip().lower() == "none" else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alarm {text!r}: {value!r} is not a number") from None
+
+
+def diagnose(args: argparse.Namespace) -> int:
+    from rlm.diagnose import diagnose_run, format_diagnoses, run_alarm_settings
+    from rlm.run_folders import find_runs
+
+    overrides = dict(args.alarm)
+    diagnoses = [
+        diagnose_run(run, run_alarm_settings(run, overrides))
+        for run in find_runs(Path(p) for p in args.runs)
+    ]
+    print(format_diagnoses(diagnoses))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlm", description="rlm command-line tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     compressing.add_argument("--seed", type=int, default=1, help="seed of the recovery samples")
     compressing.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    reporting = commands.add_parser(
+        "report", help="one self-contained HTML report over run folders (opens offline)"
+    )
+    reporting.add_argument("runs", nargs="+", help="run folders, or folders holding them")
+    reporting.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    reporting.add_argument("--title", default="rlm report", help="the page's title")
+    diagnosing = commands.add_parser(
+        "diagnose", help="over-optimisation diagnostics and alarms from runs' saved samples"
+    )
+    diagnosing.add_argument("runs", nargs="+", help="run folders, or folders holding them")
+    diagnosing.add_argument(
+        "--alarm", type=_alarm_override, action="append", default=[],
+        help="NAME=THRESHOLD (or NAME=none) instead of the run's own; repeatable",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "list-envs":
@@ -124,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             return check_env(args.env_id, args.module, args.seed, args.episodes)
         if args.command == "compress":
             return compress(args)
+        if args.command == "report":
+            return report(args)
+        if args.command == "diagnose":
+            return diagnose(args)
     except RlmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

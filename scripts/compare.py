@@ -19,7 +19,8 @@ same seed (SFT, then PPO): list it after NAME. ``--base-kl`` then evaluates ever
 policy again against ``--base-model`` (scripts/evaluate_run.py, into
 ``<run>/eval_base.json``), which makes runs that started from a warm start comparable and
 checks that the recorded evaluations repeat. ``report`` (the last step of ``run`` too)
-reads the run folders (rlm/comparison.py) and writes the markdown report and its figure.
+reads the run folders (rlm/comparison.py) and writes the markdown report and its figure,
+and the same runs as one HTML page beside it (``report.html``: rlm/report.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ sys.path.insert(0, str(ROOT))  # run as a file: import rlm from the checkout
 from rlm.comparison import BASE_EVAL, collect, finished_runs, newest_run, report  # noqa: E402
 from rlm.config_files import read_settings_file  # noqa: E402
 from rlm.errors import ConfigError  # noqa: E402
+from rlm.report import write_report as write_html_report  # noqa: E402
+from rlm.run_folders import RunFolder  # noqa: E402
 from rlm.scripting import parse_config, run_cli  # noqa: E402
 from rlm.settings import RunSettings  # noqa: E402
 
@@ -219,6 +222,13 @@ def write_report(output: Output, arms: list[str] | None = None) -> str:
     path.write_text(text)
     print(text)
     print(f"report written to {path}")
+    # The same runs as one HTML page (curves, diagnostics, alarms, samples), for a browser.
+    runs = [
+        RunFolder.open(r.run.path, LABELS.get(arm, arm)) for arm in records for r in records[arm]
+    ]
+    title = f"Comparison: {', '.join(LABELS.get(a, a) for a in records)}"
+    page = write_html_report(runs, path.with_suffix(".html"), title=title)
+    print(f"HTML report written to {page}")
     return text
 
 

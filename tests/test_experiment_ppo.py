@@ -147,7 +147,7 @@ def test_composite_heldout_and_normalised_rewards_log_and_resume_exactly(tiny_mo
     assert len(trips) == 1
     assert trips[0].startswith("alarm at step 2: distinct_drop: eval/distinct_2 ")
     before, after = rows[0]["eval/distinct_2"], rows[2]["eval/distinct_2"]
-    assert trips[0].endswith(f"({before:.3g} -> {after:.3g}; alarm below 1.5x)")
+    assert trips[0].endswith(f"({before:.4g} -> {after:.4g}; alarm below 1.5x)")
     alerts = alerts_of(run)
     assert [a["text"] for a in alerts] == trips and alerts[0]["step"] == 2
     assert alerts[0]["value"] == rows[2]["eval/distinct_2"]
