@@ -248,7 +248,9 @@ def band(
     scores = values[:, None, complete]
 
     def per_point(s: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.array([metrics.aggregate_mean(s[..., j]) for j in range(s.shape[-1])])
+        # aggregate_mean averages over runs, then tasks: on [runs, 1, points] it gives
+        # every point's mean in one call (a loop over points took ~3 s a band).
+        return np.asarray(metrics.aggregate_mean(s), dtype=np.float64)
 
     point, interval = _interval_estimates(
         scores, per_point, confidence=confidence, reps=resamples, seed=seed

@@ -480,8 +480,10 @@ def _run_experiment(
         if settings.resume is not None:
             resume_after = resumed["step"] if resumed is not None else -1
         tracker = attempt.tracker = tracker_for(
-            run_dir, settings.tracking, run_dir.read_config(), resume_after=resume_after
-        )
+            run_dir, settings.tracking, run_dir.read_config(), resume_after=resume_after,
+            # W&B plots curves against the tokens generated (SFT generates none: steps).
+            step_metric="perf/tokens" if algorithm.generates else None,
+        )  # fmt: skip
     run = Run(
         settings=settings, algorithm=algorithm, state=state, policy=actor_critic,
         tokenizer=tokenizer, train_envs=train_envs, heldout=heldout, normalizer=normalizer,
@@ -516,6 +518,7 @@ def _run_experiment(
     algorithm.save_policy(run, run_dir.path / "policy")
     state.wait_for_everyone()
     summary = _summary(run)
+    tracker.summarize(summary)
     tracker.finish("finished")
     # summary.json last: a run that has one is finished in meta.json too, and one killed
     # before writing it resumes from its final checkpoint to write it.

@@ -96,6 +96,10 @@ def has_wandb_credentials() -> bool:
     return bool(entry and entry[2])
 
 
+STEP_METRIC_PREFIXES = ("eval/", "train/", "reward/", "heldout/")
+"""The metric namespaces plotted against the step metric in W&B (``define_metric``)."""
+
+
 @dataclass
 class TrackingSettings:
     """Where a run's folder goes and what it logs to: the same flags in every script."""
@@ -109,6 +113,11 @@ class TrackingSettings:
     """W&B mode; 'auto' is online when logged in, else offline (wandb sync uploads it later)."""
     wandb_project: str = "rlm"
     """W&B project."""
+    wandb_group: str | None = None
+    """W&B group: the runs of one comparison or sweep share one (scripts/compare.py and
+    rlm sweep set it), so that W&B shows them side by side and averages their seeds."""
+    wandb_job_type: str | None = None
+    """W&B job type within the group (compare.py: the arm; rlm sweep: 'trial')."""
     tensorboard: bool = True
     """Write TensorBoard events (metrics.jsonl is always written)."""
 
@@ -130,11 +139,13 @@ def tracker_for(
     config: Mapping[str, Any] | DataclassInstance,
     *,
     resume_after: int | None = None,
+    step_metric: str | None = None,
 ) -> Tracker:
     """The tracker of an existing run folder, as ``settings`` ask."""
     return Tracker(
         run_dir, project=settings.wandb_project, run_name=run_dir.name, config=config,
         wandb=settings.wandb, tensorboard=settings.tensorboard, resume_after=resume_after,
+        group=settings.wandb_group, job_type=settings.wandb_job_type, step_metric=step_metric,
     )  # fmt: skip
 
 
@@ -192,6 +203,11 @@ class Tracker:
             logged after the step is dropped from ``metrics.jsonl``, ``samples.jsonl``
             and TensorBoard (``purge_step``), and W&B continues the same run id (W&B keeps
             what it received first of a step logged twice).
+        group: The W&B group (runs of one comparison or sweep), or None.
+        job_type: The W&B job type, or None.
+        step_metric: A metric W&B plots the ``eval/``, ``train/``, ``reward/`` and
+            ``heldout/`` curves against (``perf/tokens``: runs compared by budget), which
+            every ``log`` call must then carry; None: W&B's step.
 
     Raises:
         ConfigError: a bad ``wandb`` mode, or W&B could not start (for example online
@@ -217,6 +233,9 @@ class Tracker:
         wandb: str = "auto",
         tensorboard: bool = True,
         resume_after: int | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+        step_metric: str | None = None,
     ) -> None:
         resume = resume_after is not None
         self.run_dir = run_dir
@@ -237,7 +256,13 @@ class Tracker:
                 config=to_plain(config),
                 mode=self.wandb_mode,
                 resume=resume,
+                group=group,
+                job_type=job_type,
             )
+            if step_metric is not None:
+                self._wandb_run.define_metric(step_metric)
+                for prefix in STEP_METRIC_PREFIXES:
+                    self._wandb_run.define_metric(f"{prefix}*", step_metric=step_metric)
             meta.update(
                 wandb_id=run_id,
                 wandb_project=project,
@@ -313,6 +338,12 @@ class Tracker:
             data = [[_cell(row.get(c)) for c in columns] for row in rows]
             self._wandb_run.log({key: wandb.Table(columns=header, data=data)}, step=step)
 
+    def summarize(self, values: Mapping[str, Any]) -> None:
+        """Put ``values`` (the run's summary: final evaluation, diagnostics, alarms) in the
+        W&B run's summary, where its runs table and comparisons read them."""
+        if self._wandb_run is not None:
+            self._wandb_run.summary.update(dict(to_plain(values)))
+
     def alert(
         self, title: str, text: str, *, step: int, details: Mapping[str, Any] | None = None
     ) -> None:
@@ -380,6 +411,9 @@ class NullTracker:
     ) -> None:
         """Do nothing."""
 
+    def summarize(self, values: Mapping[str, Any]) -> None:
+        """Do nothing."""
+
     def alert(
         self, title: str, text: str, *, step: int, details: Mapping[str, Any] | None = None
     ) -> None:
@@ -396,8 +430,9 @@ class NullTracker:
 
 
 def _init_wandb(
-    *, project: str, name: str, id: str, dir: Path, config: Any, mode: str, resume: bool
-) -> Any:
+    *, project: str, name: str, id: str, dir: Path, config: Any, mode: str, resume: bool,
+    group: str | None, job_type: str | None,
+) -> Any:  # fmt: skip
     import wandb  # imported here: ~0.7 s, and not needed when W&B is disabled
 
     try:
@@ -409,6 +444,8 @@ def _init_wandb(
             config=config,
             mode=mode,  # type: ignore[arg-type]
             resume="allow" if resume else None,
+            group=group,
+            job_type=job_type,
             # quiet keeps the run's URL (online) or local folder (offline) and drops the
             # banners and the end-of-run summary panel.
             settings=wandb.Settings(quiet=True),

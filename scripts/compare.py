@@ -166,7 +166,9 @@ def run_command(arm: Path, seed: int, output_dir: Path, extra: list[str]) -> lis
     values = arm_settings(arm)
     command = [
         "python", f"experiments/{values['algorithm']}.py", "--config", display(arm),
-        "--seed", str(seed), "--output-dir", display(output_dir / arm.stem), *extra,
+        "--seed", str(seed), "--output-dir", display(output_dir / arm.stem),
+        # One W&B group per comparison, the arm as the job type: W&B groups the seeds.
+        "--wandb-group", output_dir.resolve().name, "--wandb-job-type", arm.stem, *extra,
     ]  # fmt: skip
     model = values.get("model") or values.get("run", {}).get("model")
     if isinstance(model, str) and model.startswith(ARM_MODEL_PREFIX):

@@ -107,6 +107,18 @@ def assert_diagnostics_logged(run: Path) -> None:
     assert summary["alerts"] == [alert["text"] for alert in alerts_of(run)]
 
 
+def wandb_offline_run(run: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The run's offline W&B records and summary, read by wandb's own reader
+    (``wandb leet inspect --json``), as ``wandb sync`` would upload them."""
+    (folder,) = (run / "wandb").glob("offline-run-*")
+    wandb_cli = str(Path(sys.executable).parent / "wandb")
+    records = subprocess.run([wandb_cli, "leet", "inspect", "--json", str(folder)],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    summary = subprocess.run([wandb_cli, "leet", "inspect", "--summary", "--json", str(folder)],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return [json.loads(line) for line in records.splitlines() if line], json.loads(summary)
+
+
 def alerts_of(run: Path) -> list[dict[str, Any]]:
     """The run's ``alerts.jsonl`` rows (none when the file does not exist)."""
     path = run / "alerts.jsonl"

@@ -64,6 +64,9 @@ def test_report_from_run_folders(tmp_path):
     text = report(runs, "--arms", "ppo", "grpo", "sft", "sft_ppo")
     assert "Two streams in parallel on a 2-core machine." in text
     assert (runs / "report.png").stat().st_size > 1000
+    page = (runs / "report.html").read_text()  # the same runs, as rlm report's HTML page
+    assert "Comparison: PPO (rlm), GRPO (TRL), SFT, SFT, then PPO" in page
+    assert "PPO (rlm) (mean of 3)" in page  # the arm's label names its group
     # PPO's rewards 0.4, 0.5, 0.6: mean and IQM 0.5 (3 seeds: the IQM is the mean).
     ppo_row = next(line for line in text.splitlines() if line.startswith("| PPO (rlm) | 3 |"))
     assert "| +0.500 [" in ppo_row and "| +0.400 |" in ppo_row  # gain over 0.1
@@ -115,8 +118,9 @@ def test_plan_prints_one_command_per_arm_and_seed_from_the_config_files(tmp_path
     lines = result.stdout.strip().splitlines()
     assert lines[0] == (
         f"python experiments/sft.py --config configs/compare/sft.yaml --seed 1 "
-        f"--output-dir {tmp_path}/sft --threads 1"
-    )
+        f"--output-dir {tmp_path}/sft --wandb-group {tmp_path.name} --wandb-job-type sft "
+        "--threads 1"
+    )  # the comparison's runs share a W&B group, their arm the job type
     assert lines[1].startswith("python experiments/ppo.py --config configs/compare/sft_ppo.yaml")
     assert lines[1].endswith("--model '<sft run of seed 1>/policy'") and len(lines) == 4
 

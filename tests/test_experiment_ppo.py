@@ -34,7 +34,25 @@ from tests.helpers import (
     samples_of,
     tiny_run,
     two_processes,
+    wandb_offline_run,
 )
+
+
+def assert_wandb_conventions(run: Path, *, group: str, job_type: str) -> None:
+    """Read back with wandb's reader: the group and job type, curves against generated
+    tokens (define_metric), and the summary's final evaluation and diagnostics."""
+    records, wandb_summary = wandb_offline_run(run)
+    (run_record,) = [r["run"] for r in records if r["type"] == "run"]
+    assert (run_record["run_group"], run_record["job_type"]) == (group, job_type)
+    metrics = [r["metric"] for r in records if r["type"] == "metric"]
+    steps = {m["glob_name"]: m["step_metric"] for m in metrics if "glob_name" in m}
+    assert steps == {f"{p}*": "perf/tokens" for p in ("eval/", "train/", "reward/", "heldout/")}
+    summary, last = read_json(run / "summary.json"), metrics_of(run)[-1]
+    values = wandb_summary["summary"]
+    assert values["eval_reward_after"] == summary["eval_reward_after"]
+    assert values["diagnostics_after"] == pytest.approx(summary["diagnostics_after"])
+    assert values["eval/distinct_2"] == last["eval/distinct_2"]
+    assert values["alerts"] == summary["alerts"]
 
 
 def final_trainable(run: Path) -> dict:
@@ -42,7 +60,10 @@ def final_trainable(run: Path) -> dict:
 
 
 def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
-    result = run_tiny("ppo", tiny_model_path, tmp_path, wandb="offline")
+    result = run_tiny(
+        "ppo", tiny_model_path, tmp_path, "--wandb-group", "smoke", "--wandb-job-type", "arm",
+        wandb="offline",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path)
     assert run.name.startswith("rlm_Sentiment-v0__ppo__1__")
@@ -78,6 +99,7 @@ def test_smoke_run_trains_and_logs_everywhere(tiny_model_path, tmp_path):
     assert summary["episodes"] == 16 and summary["steps"] == 4 and summary["wall_time_s"] > 0
     assert "held-out reward" in result.stdout
     assert_diagnostics_logged(run)
+    assert_wandb_conventions(run, group="smoke", job_type="arm")
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == [
         "checkpoint-2", "checkpoint-4",
     ]  # fmt: skip
