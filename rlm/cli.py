@@ -5,6 +5,7 @@
     rlm compress runs/<run> --method int8-dynamic -o runs/<run>-int8   # a smaller model
     rlm report runs/compare -o runs/compare/report.html   # one HTML page, opens offline
     rlm diagnose runs/compare --alarm repetition=0.1      # diagnostics from saved samples
+    rlm sweep configs/sweeps/ppo_lr_kl.yaml               # Optuna; run it again to resume
     python -m rlm list-envs       # the same, without the installed script
 
 Environments of the project's ``envs`` package are registered by importing it; pass
@@ -115,6 +116,25 @@ def diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep(args: argparse.Namespace) -> int:
+    from rlm.sweep import Sweep, SweepSpec, write_results
+
+    spec = SweepSpec.read(Path(args.sweep))
+    study = Sweep(spec)
+    print(f"sweep {spec.name}: {spec.trials} trials, {spec.workers} at once; study {spec.storage}")
+    study.run()
+    path = write_results(study)
+    print(path.read_text())
+    print(f"results written to {path}")
+    if study.error:
+        print(f"error: {study.error}", file=sys.stderr)
+        return 2
+    if study.stop.is_set():
+        print(f"stopped; run `rlm sweep {args.sweep}` again to resume", file=sys.stderr)
+        return 75  # as a preempted run: try again later
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlm", description="rlm command-line tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         "--alarm", type=_alarm_override, action="append", default=[],
         help="NAME=THRESHOLD (or NAME=none) instead of the run's own; repeatable",
     )  # fmt: skip
+    sweeping = commands.add_parser(
+        "sweep", help="an Optuna sweep over a config's settings; run it again to resume"
+    )
+    sweeping.add_argument("sweep", help="the sweep file (YAML; see rlm/sweep.py)")
     args = parser.parse_args(argv)
     try:
         if args.command == "list-envs":
@@ -179,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             return report(args)
         if args.command == "diagnose":
             return diagnose(args)
+        if args.command == "sweep":
+            return sweep(args)
     except RlmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

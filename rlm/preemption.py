@@ -105,3 +105,25 @@ class PreemptionSignals:
         # os.write, not print: the handler may interrupt a print (tqdm's, to stderr).
         os.write(2, f"\n{name}: finishing this step, then saving a checkpoint "
                     f"(send {name} again to exit at once)\n".encode())  # fmt: skip
+
+
+STOP_WITH_PARENT = "RLM_STOP_WITH_PARENT"
+"""Environment variable: the pid of a process (a sweep) whose death should preempt this run."""
+
+
+def stop_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent named by :data:`STOP_WITH_PARENT` dies.
+
+    A sweep sets the variable for its trials: when the sweep is killed, even by SIGKILL,
+    each trial's run checkpoints and stops as if preempted, and the next sweep resumes it.
+    Does nothing without the variable, or on other systems.
+    """
+    parent = os.environ.pop(STOP_WITH_PARENT, None)
+    if parent is None or os.uname().sysname != "Linux":
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before the request: stop now
+        os.kill(os.getpid(), signal.SIGTERM)

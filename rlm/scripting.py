@@ -93,6 +93,9 @@ def run_cli(
     """
     # Tokenizer threads only compete with torch's for the same cores.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rlm.preemption import stop_with_parent  # (imports torch: the experiments need it)
+
+    stop_with_parent()  # a sweep's trial: preempted if the sweep dies
     try:
         main(parse_config(config_type, sys.argv[1:] if argv is None else argv, algorithm=algorithm))
     except RlmError as exc:
