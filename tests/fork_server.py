@@ -9,8 +9,10 @@ experiments/<algorithm>.py ARGS`` would (its own process, its own ``sys.argv``, 
 has run in the server before a fork (no torch thread pool, no model), so each child
 starts as a fresh process would.
 
-Protocol, one JSON line each way: ``{"algorithm": "ppo", "args": [...]}`` in; ``{"pid": N}``
-out at once, then ``{"exit": S}`` (``-9`` for SIGKILL) when the child has ended.
+Protocol, one JSON line each way: ``{"algorithm": "ppo", "args": [...]}`` in (optionally
+``"stdout"`` and ``"stderr"``: files for the child's output instead of /dev/null, and
+``"env"``: its environment); ``{"pid": N}`` out at once, then ``{"exit": S}`` (``-9`` for
+SIGKILL) when the child has ended.
 
     python -m tests.fork_server   # from the project root, with tests.helpers.script_env()
 """
@@ -33,12 +35,16 @@ PRELOADED = (
 )  # fmt: skip
 
 
-def _run_child(module, algorithm: str, args: list[str]) -> None:
+def _run_child(module, request: dict) -> None:
     """In the child: the experiment's cli, then exit with its status (never return)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    sys.argv = [str(ROOT / "experiments" / f"{algorithm}.py"), *args]
+    for fd, key in ((1, "stdout"), (2, "stderr")):
+        target = os.open(request.get(key, os.devnull), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+    if "env" in request:  # the environment the test would give a new process
+        os.environ.clear()
+        os.environ.update(request["env"])
+    args = request["args"]
+    sys.argv = [str(ROOT / "experiments" / f"{request['algorithm']}.py"), *args]
     code = 1
     try:
         code = module.cli(args)
@@ -47,6 +53,8 @@ def _run_child(module, algorithm: str, args: list[str]) -> None:
     except BaseException:
         traceback.print_exc()
     finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code)
 
 
@@ -59,7 +67,7 @@ def main() -> None:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _run_child(modules[request["algorithm"]], request["algorithm"], request["args"])
+            _run_child(modules[request["algorithm"]], request)
         print(json.dumps({"pid": pid}), flush=True)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), flush=True)

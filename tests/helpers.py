@@ -7,12 +7,15 @@ Scripts run as a subprocess from the project root, offline and on one thread
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -74,9 +77,29 @@ def tiny_flags(algorithm: str, model: Path, output_dir: Path, wandb: str = "disa
     return [*common, *TINY, *TINY_ALGORITHM[algorithm]]
 
 
-def run_experiment(algorithm: str, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    """``experiments/<algorithm>.py args`` as a subprocess (:func:`run_python`'s options)."""
-    return run_python(ROOT / "experiments" / f"{algorithm}.py", args, **kwargs)
+def run_experiment(
+    algorithm: str, args: list[str], *, launcher: list[str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``experiments/<algorithm>.py args`` in its own process, output captured.
+
+    A fork of the test worker's fork server (:class:`ForkedRuns`: the same process a user
+    starts, minus ~7 s of imports), or, under a ``launcher`` (torchrun), a new process.
+    """
+    script = ROOT / "experiments" / f"{algorithm}.py"
+    if launcher is not None:
+        return run_python(script, args, launcher=launcher, timeout=timeout)
+    return _shared_runs().run_captured(algorithm, args, timeout=timeout)
+
+
+_SHARED_RUNS: list[ForkedRuns] = []
+
+
+def _shared_runs() -> ForkedRuns:
+    """This test process's fork server, started on first use, closed at exit."""
+    if not _SHARED_RUNS:
+        _SHARED_RUNS.append(ForkedRuns())
+        atexit.register(_SHARED_RUNS[0].__exit__)
+    return _SHARED_RUNS[0]
 
 
 def run_tiny(
@@ -219,12 +242,13 @@ class ForkedRuns:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
 
-    def start(self, algorithm: str, args: list[str]) -> int:
-        """Start ``experiments/<algorithm>.py args``; its pid."""
+    def start(self, algorithm: str, args: list[str], **options: Any) -> int:
+        """Start ``experiments/<algorithm>.py args``; its pid. ``options``: the server's
+        ``stdout``, ``stderr`` and ``env`` (tests/fork_server.py)."""
         assert self._server.stdin is not None
         self._exit = None
         self._server.stdin.write(
-            (json.dumps({"algorithm": algorithm, "args": args}) + "\n").encode()
+            (json.dumps({"algorithm": algorithm, "args": args, **options}) + "\n").encode()
         )
         message = self._message(None)
         assert message is not None
@@ -249,6 +273,28 @@ class ForkedRuns:
         """Start a run and wait for it; its exit status."""
         self.start(algorithm, args)
         return self.wait()
+
+    def run_captured(
+        self, algorithm: str, args: list[str], *, timeout: float
+    ) -> subprocess.CompletedProcess:
+        """A run with the environment of :func:`script_env` now, its output captured, as
+        ``subprocess.run`` gives it (``TimeoutExpired`` after ``timeout`` s, the run killed)."""
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            pid = self.start(algorithm, args, stdout=str(out), stderr=str(err), env=script_env())
+            message = self._message(timeout)
+            if message is None:
+                os.kill(pid, signal.SIGKILL)
+                self.wait()
+                raise subprocess.TimeoutExpired([algorithm, *args], timeout)
+            self._exit = message["exit"]
+            command = [sys.executable, str(ROOT / "experiments" / f"{algorithm}.py"), *args]
+            return subprocess.CompletedProcess(
+                command,
+                self._exit,
+                out.read_text(errors="replace"),
+                err.read_text(errors="replace"),
+            )
 
     def __enter__(self) -> ForkedRuns:
         return self
