@@ -112,18 +112,30 @@ STOP_WITH_PARENT = "RLM_STOP_WITH_PARENT"
 
 
 def stop_with_parent() -> None:
-    """Ask Linux for SIGTERM when the parent named by :data:`STOP_WITH_PARENT` dies.
+    """Ask Linux to preempt this run (one SIGTERM) when the parent named by
+    :data:`STOP_WITH_PARENT` dies.
 
     A sweep sets the variable for its trials: when the sweep is killed, even by SIGKILL,
     each trial's run checkpoints and stops as if preempted, and the next sweep resumes it.
-    Does nothing without the variable, or on other systems.
+    The kernel's parent-death signal (``PR_SET_PDEATHSIG``) can come twice to a child of a
+    thread (when the thread ends, and when the process does), and a second SIGTERM means
+    "exit at once": so it is SIGUSR1, turned into one SIGTERM. Does nothing without the
+    variable, or on other systems.
     """
     parent = os.environ.pop(STOP_WITH_PARENT, None)
     if parent is None or os.uname().sysname != "Linux":
         return
     import ctypes
 
+    fired = threading.Event()
+
+    def parent_died(signum: int, frame: FrameType | None) -> None:
+        if not fired.is_set():
+            fired.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGUSR1, parent_died)
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
     if os.getppid() != int(parent):  # it died before the request: stop now
-        os.kill(os.getpid(), signal.SIGTERM)
+        parent_died(signal.SIGUSR1, None)
