@@ -236,11 +236,16 @@ Outcome = Literal["complete", "pruned", "failed", "interrupted"]
 
 
 def run_trial(
-    trial: Any, run: TrialRun, objective: Objective, stop: threading.Event
+    trial: Any,
+    run: TrialRun,
+    objective: Objective,
+    stop: threading.Event,
+    reported: set[int] | None = None,
 ) -> tuple[Outcome, float | None, str]:
-    """Run (or resume) ``run`` for ``trial``: report each evaluation's objective, stop the
-    run when the pruner says so or ``stop`` is set. Returns the outcome, the objective
-    and a line for the log."""
+    """Run (or resume) ``run`` for ``trial``: report each evaluation's objective (but the
+    steps in ``reported``, which an interrupted sweep reported), stop the run when the
+    pruner says so or ``stop`` is set. Returns the outcome, the objective and a line for
+    the log."""
     if run.command is None:
         return _scored(run, objective)
     # The run stops (checkpointed) if the sweep dies, even by SIGKILL: rlm.preemption.
@@ -249,7 +254,7 @@ def run_trial(
         process = subprocess.Popen(
             run.command, cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, env=env
         )
-        reported: set[int] = set()
+        reported = set(reported or ())
         pruned = False
         while process.poll() is None:
             time.sleep(_POLL_S)
@@ -296,11 +301,6 @@ class Sweep:
         self.python = python
         spec.folder.mkdir(parents=True, exist_ok=True)
         (spec.folder / "trials").mkdir(exist_ok=True)
-        sampler: Any = (
-            optuna.samplers.TPESampler(seed=spec.seed)
-            if spec.sampler == "tpe"
-            else optuna.samplers.RandomSampler(seed=spec.seed)
-        )
         pruner: Any = {
             "median": lambda: optuna.pruners.MedianPruner(
                 n_startup_trials=spec.pruner_startup_trials
@@ -311,11 +311,19 @@ class Sweep:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
             storage=spec.storage, study_name=spec.name, load_if_exists=True,
-            sampler=sampler, pruner=pruner, direction=spec.objective.direction,
+            pruner=pruner, direction=spec.objective.direction,
         )  # fmt: skip
+        # Seeded by the trials so far: a resumed sweep must not draw its first points again.
+        seed = spec.seed + len(self.study.trials)
+        self.study.sampler = (
+            optuna.samplers.TPESampler(seed=seed)
+            if spec.sampler == "tpe"
+            else optuna.samplers.RandomSampler(seed=seed)
+        )
         self.distributions = distributions(spec.space)
         self._lock = threading.Lock()
         self.stop = threading.Event()
+        self._reported: dict[int, set[int]] = {}
         self.error: str | None = None
         """Why the sweep stopped early, when a trial's settings were refused."""
 
@@ -354,7 +362,9 @@ class Sweep:
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in trial.params.items())  # fmt: skip
             say(f"trial {trial.number}: {params}")
-            outcome, value, line = run_trial(trial, run, self.spec.objective, self.stop)
+            outcome, value, line = run_trial(
+                trial, run, self.spec.objective, self.stop, self._reported.get(trial.number)
+            )
             say(f"trial {trial.number}: {outcome}, {line}")
             if outcome == "interrupted":
                 self.stop.set()  # the others stop too; the next sweep resumes them all
@@ -378,6 +388,7 @@ class Sweep:
             TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))  # fmt: skip
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         queue: list[Any] = [Trial(self.study, t._trial_id) for t in running]
+        self._reported = {t.number: set(t.intermediate_values) for t in running}
         if running:
             say(f"resuming trial(s) {', '.join(str(t.number) for t in running)}")
         queue += [None] * max(self.spec.trials - len(ended) - len(running), 0)

@@ -127,6 +127,9 @@ def test_a_sweep_killed_mid_trial_resumes_the_trials_and_finishes(tiny_model_pat
     assert [row["step"] for row in metrics_of(resumed)] == [0, 1, 2, 3, 4]  # each step once
     assert read_json(resumed / "meta.json")["resume_time"]
     assert study.trials[1].value == read_json(resumed / "summary.json")["eval_reward_after"]
+    # The sweep started again samples new points (a sampler seeded as at the start would
+    # draw trial 0's settings again).
+    assert study.trials[2].params["lr"] not in {t.params["lr"] for t in study.trials[:2]}
     # Every trial is a normal run folder, grouped for W&B under the sweep's name.
     for number, trial in enumerate(study.trials):
         config = read_json(trials / f"trial-{number:03d}" / "config.json")
