@@ -216,6 +216,8 @@ class TrialRun:
     command: list[str] | None
     """None when the run had finished before the sweep was interrupted."""
     log: Path
+    last_step: int | None = None
+    """The run's ``steps``: its evaluation there is the final one, told, never pruned."""
 
     def evaluations(self) -> list[dict[str, Any]]:
         path = self.folder / "metrics.jsonl"
@@ -269,7 +271,8 @@ def run_trial(
                     continue
                 reported.add(step)
                 trial.report(value, step)
-                if trial.should_prune():
+                final = run.last_step is not None and step >= run.last_step
+                if not final and trial.should_prune():
                     pruned = True
                     process.send_signal(signal.SIGTERM)
     status = process.returncode
@@ -346,7 +349,9 @@ class Sweep:
                 "--output-dir", str(trials), "--run-name", name,
                 "--wandb-group", self.spec.name, "--wandb-job-type", "trial",
             ]  # fmt: skip
-        return TrialRun(folder, command, trials / f"{name}.log")
+        config = trial_config(self.spec, params)
+        last_step = config.get("steps", config.get("run", {}).get("steps"))
+        return TrialRun(folder, command, trials / f"{name}.log", last_step)
 
     def _work(self, queue: list[Any], say: Callable[[str], None]) -> None:
         from optuna.trial import TrialState

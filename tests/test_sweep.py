@@ -21,6 +21,12 @@ from rlm.errors import ConfigError
 from rlm.sweep import Objective, SweepSpec, trial_config
 from tests.helpers import ROOT, metrics_of, read_json, script_env
 
+SETTINGS = {
+    "steps": 4, "batch_size": 4, "max_new_tokens": 6, "eval_prompts": 4, "eval_batch_size": 4,
+    "eval_every": 2, "checkpoint_every": 1, "lora_r": 4, "threads": 1, "wandb": "disabled",
+    "ppo": {"minibatches": 2},
+}  # fmt: skip
+
 
 def sweep_file(folder: Path, model: Path, **changes) -> Path:
     spec = {
@@ -30,13 +36,10 @@ def sweep_file(folder: Path, model: Path, **changes) -> Path:
             "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
             "ppo.kl_coef": {"type": "categorical", "choices": [0.02, 0.05, 0.1]},
         },
-        "settings": {
-            "model": str(model), "steps": 4, "batch_size": 4, "max_new_tokens": 6,
-            "eval_prompts": 4, "eval_batch_size": 4, "eval_every": 2, "checkpoint_every": 1,
-            "lora_r": 4, "threads": 1, "wandb": "disabled", "ppo": {"minibatches": 2},
-        },
+        "settings": {**SETTINGS, "model": str(model)},
         **changes,
     }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -154,3 +157,13 @@ def test_the_pruner_stops_a_trial_at_an_evaluation(tiny_model_path, tmp_path):
     assert max(row["step"] for row in metrics_of(run)) < 4  # stopped before its last step
     assert "| pruned |" in (run.parent.parent / "results.md").read_text()
     assert json.loads((run / "meta.json").read_text())["status"] == "preempted"
+
+    # A run's last evaluation is its result, not a reason to prune it: 2 steps, evaluated
+    # at step 2, complete.
+    path = sweep_file(tmp_path / "short", tiny_model_path, trials=1, pruner="threshold",
+                      pruner_lower=0.5, settings={**SETTINGS, "model": str(tiny_model_path),
+                                                  "steps": 2})  # fmt: skip
+    result = sweep(path)
+    out, _ = result.communicate(timeout=600)
+    assert result.returncode == 0, out[-3000:]
+    assert "trial 0: complete, objective +0.0000 at step 2" in out
