@@ -12,7 +12,7 @@ task and completion length; ``--alarm-<name> none`` turns one off. The defaults 
 =================  ===========================================================  =========
 alarm              trips when                                                   default
 =================  ===========================================================  =========
-repetition         share of repeated word 3-grams within completions above      0.2
+repetition         share of repeated word 3-grams within completions above      0.1
 distinct_drop      distinct-2 below this fraction of its value before training  0.6
 perplexity_rise    perplexity under the reference above this multiple of before 3.0
 length_change      mean length this many times longer or shorter than before    2.0
@@ -20,8 +20,8 @@ kl_per_token       KL to the reference per policy token above (nats)            
 heldout_gap        training minus held-out reward, standardised, above          1.0
 =================  ===========================================================  =========
 
-(docs/diagnostics.md shows what these values are for the base model and for the runs of
-the algorithm comparison.)
+docs/diagnostics.md gives the reason for each default: what these diagnostics were for
+the base model and for the PPO and GRPO runs of the algorithm comparison.
 
 Example:
     >>> before = {"eval/distinct_2": 0.8}
@@ -69,7 +69,7 @@ ALARMS: dict[str, Alarm] = {
 class AlarmSettings:
     """Thresholds of the alarms on each evaluation's diagnostics (None: off)."""
 
-    alarm_repetition: float | None = 0.2
+    alarm_repetition: float | None = 0.1
     """Alarm when more than this share of the completions' word 3-grams repeat an earlier
     one in the same completion (one word over and over: near 1; fluent text: near 0)."""
     alarm_distinct_drop: float | None = 0.6

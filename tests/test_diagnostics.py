@@ -66,7 +66,7 @@ def test_alarms_trip_on_values_and_on_ratios_to_before() -> None:
     quiet = {**before, "eval/repeated_3gram_share": 0.01, "eval/kl_per_token": 0.5}
     assert check_alarms(quiet, before, AlarmSettings(), step=10) == []
     loud = {
-        "eval/repeated_3gram_share": 0.5,  # above 0.2
+        "eval/repeated_3gram_share": 0.5,  # above 0.1
         "eval/distinct_2": 0.3,  # 0.33x before, below 0.6x
         "eval/completion_length": 8.0,  # 0.4x before: more than 2x shorter
         "eval/ref_perplexity": 120.0,  # 4x before, above 3x
@@ -81,7 +81,7 @@ def test_alarms_trip_on_values_and_on_ratios_to_before() -> None:
         "training (0.9 -> 0.3; alarm below 0.6x)"
     )
     assert by_name["repetition"].message == (
-        "alarm at step 30: repetition: eval/repeated_3gram_share is 0.5 (alarm above 0.2)"
+        "alarm at step 30: repetition: eval/repeated_3gram_share is 0.5 (alarm above 0.1)"
     )
     assert by_name["length_change"].before == 20.0
     # Longer by more than the factor trips it as well; within the factor does not.
