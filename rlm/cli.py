@@ -121,8 +121,9 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec = SweepSpec.read(Path(args.sweep))
     study = Sweep(spec)
-    print(f"sweep {spec.name}: {spec.trials} trials, {spec.workers} at once; study {spec.storage}")
-    study.run()
+    if not args.results:
+        print(f"sweep {spec.name}: {spec.trials} trials, {spec.workers} at once; {spec.storage}")
+        study.run()
     path = write_results(study)
     print(path.read_text())
     print(f"results written to {path}")
@@ -191,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         "sweep", help="an Optuna sweep over a config's settings; run it again to resume"
     )
     sweeping.add_argument("sweep", help="the sweep file (YAML; see rlm/sweep.py)")
+    sweeping.add_argument(
+        "--results", action="store_true", help="only write and print the results table"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "list-envs":

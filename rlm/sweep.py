@@ -427,7 +427,8 @@ def _fmt(value: Any) -> str:
 
 def results_markdown(sweep: Sweep) -> str:
     """Every trial (state, settings, objective, final reward and KL, wall time, folder),
-    the best trial's settings and the dashboard command."""
+    the best trial's settings and the dashboard command. A pruned trial's objective is
+    its last reported one, at the step given."""
     from optuna.trial import TrialState
 
     spec = sweep.spec
@@ -439,8 +440,11 @@ def results_markdown(sweep: Sweep) -> str:
         folder = spec.folder / "trials" / f"trial-{trial.number:03d}"
         summary_path = folder / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        objective_cell = _fmt(trial.value)
+        if trial.state == TrialState.PRUNED and trial.intermediate_values:
+            objective_cell += f" (step {max(trial.intermediate_values)})"  # where it stopped
         cells = [str(trial.number), trial.state.name.lower(),
-                 *(_fmt(trial.params.get(n)) for n in names), _fmt(trial.value),
+                 *(_fmt(trial.params.get(n)) for n in names), objective_cell,
                  _fmt(summary.get("eval_reward_after")), _fmt(summary.get("eval_kl_after")),
                  _fmt(summary.get("wall_time_s")), f"`{folder.name}`"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")

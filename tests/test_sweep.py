@@ -156,6 +156,7 @@ def test_the_pruner_stops_a_trial_at_an_evaluation(tiny_model_path, tmp_path):
     run = tmp_path / "sweeps" / "tiny" / "trials" / "trial-000"
     assert max(row["step"] for row in metrics_of(run)) < 4  # stopped before its last step
     assert "| pruned |" in (run.parent.parent / "results.md").read_text()
+    assert " (step 2) |" in (run.parent.parent / "results.md").read_text()  # where it stopped
     assert json.loads((run / "meta.json").read_text())["status"] == "preempted"
 
     # A run's last evaluation is its result, not a reason to prune it: 2 steps, evaluated
