@@ -234,7 +234,7 @@ class TrialRun:
         return rows
 
 
-Outcome = Literal["complete", "pruned", "failed", "interrupted"]
+Outcome = Literal["complete", "pruned", "failed", "refused", "interrupted"]
 
 
 def run_trial(
@@ -257,14 +257,14 @@ def run_trial(
             run.command, cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, env=env
         )
         reported = set(reported or ())
-        pruned = False
+        pruned_at: int | None = None
         while process.poll() is None:
             time.sleep(_POLL_S)
             if stop.is_set():
                 process.send_signal(signal.SIGTERM)  # checkpoint and stop: resumable
                 process.wait()
                 return "interrupted", None, "stopped with the sweep; resumed by the next one"
-            for row in run.evaluations():
+            for row in run.evaluations() if pruned_at is None else []:
                 step = int(row["step"])
                 value = objective.of(row)
                 if step == 0 or step in reported or value is None:
@@ -273,17 +273,25 @@ def run_trial(
                 trial.report(value, step)
                 final = run.last_step is not None and step >= run.last_step
                 if not final and trial.should_prune():
-                    pruned = True
-                    process.send_signal(signal.SIGTERM)
+                    pruned_at = step
+                    process.send_signal(signal.SIGTERM)  # checkpoint and stop
+                    break
     status = process.returncode
-    if pruned:
-        return "pruned", None, f"pruned after step {max(reported)}"
+    if pruned_at is not None:
+        return "pruned", None, f"pruned after step {pruned_at}"
+    for row in run.evaluations():  # those the run wrote after the last look: for the record
+        step, value = int(row["step"]), objective.of(row)
+        if step > 0 and step not in reported and value is not None:
+            reported.add(step)
+            trial.report(value, step)
     if status == PREEMPTED_EXIT_CODE:
         return "interrupted", None, "the run was preempted; resumed by the next sweep"
     if status != 0:
         lines = run.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         last = lines[-1] if lines else ""
-        return "failed", None, f"exit status {status} ({last}); see {run.log}"
+        # 2: the experiment refused its settings (rlm.scripting.run_cli), before training.
+        outcome: Outcome = "refused" if status == 2 else "failed"
+        return outcome, None, f"exit status {status} ({last}); see {run.log}"
     return _scored(run, objective)
 
 
@@ -374,10 +382,11 @@ class Sweep:
             if outcome == "interrupted":
                 self.stop.set()  # the others stop too; the next sweep resumes them all
                 return
-            if outcome == "failed" and "exit status 2 " in line:
+            if outcome == "refused":
                 self.error = f"trial {trial.number} was refused: {line}"
                 self.stop.set()  # bad settings: every trial would fail the same way
-            state = {"pruned": TrialState.PRUNED, "failed": TrialState.FAIL}.get(outcome)
+            state = {"pruned": TrialState.PRUNED, "failed": TrialState.FAIL,
+                     "refused": TrialState.FAIL}.get(outcome)  # fmt: skip
             with self._lock:
                 if state is None:
                     self.study.tell(trial, value)
@@ -392,6 +401,7 @@ class Sweep:
         ended = self.study.get_trials(deepcopy=False, states=(
             TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))  # fmt: skip
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        # (A FrozenTrial's id has no public name; Trial(study, id) continues that trial.)
         queue: list[Any] = [Trial(self.study, t._trial_id) for t in running]
         self._reported = {t.number: set(t.intermediate_values) for t in running}
         if running:

@@ -99,11 +99,37 @@ def test_a_runs_config_json_starts_the_same_run_again(tmp_path, algorithm):
     assert getattr(again, section) == getattr(config, section)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+EXPERIMENT_CONFIGS = sorted(
+    p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "sweeps"
+)
+SWEEP_FILES = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: p.name)
 def test_every_config_in_the_project_loads_for_its_algorithm(path):
     algorithm = read_settings_file(path)["algorithm"]
     experiment = load_experiment(algorithm)
     parse_config(experiment.Config, ["--config", str(path)], algorithm=algorithm)
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_every_sweep_file_makes_trial_configs_its_experiment_takes(path, tmp_path, monkeypatch):
+    import optuna
+    import yaml
+
+    from rlm.sweep import SweepSpec, distributions, trial_config
+
+    monkeypatch.chdir(ROOT)  # (the base config's path is relative to the project)
+    spec = SweepSpec.read(path)
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    params = optuna.create_study(sampler=sampler).ask(distributions(spec.space)).params
+    trial = tmp_path / "trial.yaml"
+    trial.write_text(yaml.safe_dump(trial_config(spec, params)))
+    parsed = parse_config(load_experiment(spec.algorithm).Config, ["--config", str(trial)],
+                          algorithm=spec.algorithm)  # fmt: skip
+    for key, value in params.items():  # each sampled value reaches its setting
+        section, _, name = key.rpartition(".")
+        assert getattr(getattr(parsed, section or "run"), name) == value, key
 
 
 def test_the_demo_config_spells_out_the_defaults():

@@ -150,6 +150,7 @@ def test_sft_saves_a_model_the_rl_scripts_load(tiny_model_path, tmp_path):
     moved = max(float((weights[n] - start[n]).abs().max()) for n in start)
     assert moved > 0  # the merged adapter changed the weights
     assert f"--model {model_dir}" in result.stdout
+    assert_diagnostics_logged(run)  # SFT's evaluations too
 
 
 def test_shared_settings_map_onto_trl_arguments(tmp_path):
