@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from rlm.alarms import AlarmSettings, AlarmWatch, Trip
+from rlm.alarms import ALARMS, AlarmSettings, AlarmWatch, Trip
 from rlm.config_files import apply_settings
-from rlm.diagnostics import REPEAT_N, text_diagnostics
+from rlm.diagnostics import DIAGNOSTICS, REPEAT_N, text_diagnostics
 from rlm.errors import ConfigError
 from rlm.run_folders import RunFolder
 
-_LOGGED = ("eval/completion_length", "eval/cut_share", "eval/ref_perplexity", "eval/kl",
-           "eval/kl_per_token", "eval/entropy", "eval/heldout_gap", "eval/reward_mean")  # fmt: skip
+# What the samples cannot give again: taken from the run's logged evaluations.
+_LOGGED = ["eval/reward_mean", *(k for k in DIAGNOSTICS if k not in text_diagnostics([]))]
 
 
 def policy_text(completion: str) -> str:
@@ -43,7 +43,7 @@ def run_alarm_settings(
     alarms existed), with ``overrides`` (alarm name -> threshold) applied."""
     saved = run.settings.get("alarms", {})
     settings = apply_settings(AlarmSettings(), saved, source=str(run.path / "config.json"))
-    names = {f.name.removeprefix("alarm_") for f in fields(AlarmSettings)}
+    names = set(ALARMS)
     for name, value in (overrides or {}).items():
         if name not in names:
             raise ConfigError(f"unknown alarm {name!r}; the alarms are {', '.join(sorted(names))}")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm.errors import ConfigError
-from rlm.files import truncate_jsonl, write_json
+from rlm.files import read_jsonl, truncate_jsonl, write_json
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -256,9 +256,7 @@ class RunDir:
 
     def read_alerts(self) -> list[dict[str, Any]]:
         """The alarms the run tripped (``alerts.jsonl``, :mod:`rlm.alarms`), in order."""
-        if not self.alerts_path.is_file():
-            return []
-        return [json.loads(line) for line in self.alerts_path.read_text("utf-8").splitlines()]
+        return read_jsonl(self.alerts_path)
 
     def read_meta(self) -> dict[str, Any]:
         """The contents of ``meta.json`` (empty if it is missing)."""

@@ -20,12 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.errors import ConfigError
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+from rlm.files import read_jsonl
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -62,9 +57,9 @@ class RunFolder:
             config=config,
             meta=_json(path / "meta.json") or {},
             summary=_json(path / "summary.json"),
-            metrics=_jsonl(path / "metrics.jsonl"),
-            samples=_jsonl(path / "samples.jsonl"),
-            alerts=_jsonl(path / "alerts.jsonl"),
+            metrics=read_jsonl(path / "metrics.jsonl"),
+            samples=read_jsonl(path / "samples.jsonl"),
+            alerts=read_jsonl(path / "alerts.jsonl"),
             label=label,
         )
 

@@ -56,7 +56,7 @@ import yaml
 
 from rlm.config_files import read_settings_file
 from rlm.errors import ConfigError
-from rlm.files import user_path
+from rlm.files import read_jsonl, user_path
 from rlm.preemption import PREEMPTED_EXIT_CODE, STOP_WITH_PARENT
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -220,18 +220,8 @@ class TrialRun:
     """The run's ``steps``: its evaluation there is the final one, told, never pruned."""
 
     def evaluations(self) -> list[dict[str, Any]]:
-        path = self.folder / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line being written
-                continue
-            if "eval/reward_mean" in row:
-                rows.append(row)
-        return rows
+        """The evaluations the run has logged so far (a line being written is left out)."""
+        return [r for r in read_jsonl(self.folder / "metrics.jsonl") if "eval/reward_mean" in r]
 
 
 Outcome = Literal["complete", "pruned", "failed", "refused", "interrupted"]

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from rlm.files import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("ppo", "grpo", "rloo", "sft")
 
@@ -144,8 +146,7 @@ def wandb_offline_run(run: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 def alerts_of(run: Path) -> list[dict[str, Any]]:
     """The run's ``alerts.jsonl`` rows (none when the file does not exist)."""
-    path = run / "alerts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return read_jsonl(run / "alerts.jsonl")
 
 
 def tiny_run(algorithm: str, model: Path, output_dir: Path, *flags: str) -> Path:

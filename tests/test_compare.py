@@ -35,7 +35,8 @@ def fake_run(
     (run / "summary.json").write_text(json.dumps(summary))
     rows = [{"step": 0, "eval/reward_mean": 0.1, "eval/kl": 0.0}]
     rows += [{"step": 30, "perf/tokens": 9000 + seed, "eval/reward_mean": after, "eval/kl": kl}]
-    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    # One line per row, each ending in a newline, as the tracker writes them.
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if base_kl is not None:  # what `compare.py base-kl` writes
         again = {"eval/reward_mean": after + 0.001 * seed, "eval/kl": base_kl}
         (run / "eval_base.json").write_text(json.dumps(again))
