@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from safetensors.torch import load_file, save_file
 
 from rlm.errors import ConfigError
@@ -154,7 +154,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_state(
-    accelerator: Accelerator,
+    accelerator: Accelerator | PartialState,
     model: ActorCritic,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -177,7 +177,7 @@ def save_training_state(
 
 
 def load_training_state(
-    accelerator: Accelerator,
+    accelerator: Accelerator | PartialState,
     model: ActorCritic,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,

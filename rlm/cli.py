@@ -55,11 +55,19 @@ def list_envs(modules: list[str]) -> int:
     return 0
 
 
-def check_env(env_id: str, modules: list[str], seed: int, episodes: int) -> int:
+def check_env(
+    env_id: str, modules: list[str], seed: int, episodes: int, tokenizer_name: str
+) -> int:
     from rlm.env_check import check_text_env  # imports the checker only when asked
 
     _import(modules)
-    report = check_text_env(check_env_id(env_id), seed=seed, episodes=episodes)
+    env_id = check_env_id(env_id)
+    tokenizer = None
+    if tokenizer_name != "none":
+        from rlm.models import load_tokenizer, resolve_model_path
+
+        tokenizer = load_tokenizer(resolve_model_path(tokenizer_name))
+    report = check_text_env(env_id, seed=seed, episodes=episodes, tokenizer=tokenizer)
     print(report.format())
     return 0 if report.passed else 1
 
@@ -146,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     checking.add_argument("--module", action="append", default=["envs"], help="module to import")
     checking.add_argument("--seed", type=int, default=0, help="seed of the rollouts")
     checking.add_argument("--episodes", type=int, default=12, help="episodes to play")
+    checking.add_argument(
+        "--tokenizer", default="default",
+        help="check the token view (stable-baselines3's) with this model's tokenizer: "
+        "'default', a folder or a Hub id; 'none' skips it",
+    )  # fmt: skip
     compressing = commands.add_parser(
         "compress", help="quantize or prune a run's policy, a model or a reward model"
     )
@@ -200,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list-envs":
             return list_envs(args.module)
         if args.command == "check-env":
-            return check_env(args.env_id, args.module, args.seed, args.episodes)
+            return check_env(args.env_id, args.module, args.seed, args.episodes, args.tokenizer)
         if args.command == "compress":
             return compress(args)
         if args.command == "report":

@@ -12,7 +12,10 @@ reward is seen on both good and bad answers. The checks:
   a step after the episode ended raise a one-line error; a reset mid-episode starts anew;
 - episode length: every episode ends within the env's ``max_turns``;
 - splits: ``train`` and ``eval`` exist, are non-empty and share no task;
-- pickling: a pickled env continues exactly like the original.
+- pickling: a pickled env continues exactly like the original;
+- token view (given a tokenizer): the token-by-token view that stable-baselines3 trains
+  passes SB3's and Gymnasium's checkers, and scores probe texts played token by token on
+  each turn's last token only, exactly as the text view scores them.
 
 Example:
     >>> report = check_text_env("rlm/GuessNumber-v0")  # doctest: +SKIP
@@ -26,7 +29,7 @@ import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +37,9 @@ from gymnasium.utils.env_checker import check_env
 
 from rlm.env import MAX_TEXT_LENGTH, SPLITS, TextEnv
 from rlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 PROBES = (
     "Yes.",
@@ -272,6 +278,51 @@ def _pickling(env_id: str, seed: int) -> CheckResult:
     return CheckResult("pickling", True, "a pickled copy plays identically")
 
 
+def _token_view(env_id: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> CheckResult:
+    """The token view (:class:`rlm.token_env.TokenEnv`): SB3's and Gymnasium's checkers,
+    then probe texts played token by token against the text view, seeded alike."""
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from rlm.token_env import make_token_env
+
+    name = "token view"
+    view = make_token_env(env_id, tokenizer, max_new_tokens=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sb3_check_env(view, warn=True)
+        check_env(view, skip_render_check=True)  # rendering is the text view's, checked above
+    if caught:
+        return CheckResult(name, False, f"warned: {caught[0].message}")
+    text = text_env(env_id)
+    eos = min(view.eos_ids)
+    steps = 0
+    for episode in range(3):
+        view.reset(seed=seed + episode)
+        text.reset(seed=seed + episode)
+        for turn in range(min(text.max_turns, MAX_EPISODE_TURNS)):
+            probe = probe_action(text, turn + episode)
+            ids = tokenizer(probe, add_special_tokens=False).input_ids[: view.max_new_tokens - 1]
+            for position, token in enumerate([*ids, eos]):
+                _, reward, terminated, truncated, info = view.step(token)
+                steps += 1
+                if position < len(ids) and (reward != 0 or terminated or truncated):
+                    return CheckResult(name, False, "a reward or an end before the turn ended")
+            got, expected = (reward, terminated, truncated), text.step(info["completion"])[1:4]
+            if got != expected:
+                return CheckResult(
+                    name, False, f"turn {turn}: the token view gave {got}, the text view "
+                    f"{expected} for the same completion",
+                )  # fmt: skip
+            if terminated or truncated:
+                break
+        else:
+            return CheckResult(name, False, "an episode ran past max_turns")
+    return CheckResult(
+        name, True, f"SB3's and Gymnasium's checkers pass; {steps} tokens of probe texts "
+        "score only on each turn's last token, as the text view scores them",
+    )  # fmt: skip
+
+
 def _safely(name: str, check: Callable[[], CheckResult]) -> CheckResult:
     try:
         return check()
@@ -280,13 +331,20 @@ def _safely(name: str, check: Callable[[], CheckResult]) -> CheckResult:
         return CheckResult(name, False, f"raised {type(exc).__name__}: {message}")
 
 
-def check_text_env(env_id: str, *, seed: int = 0, episodes: int = 12) -> CheckReport:
+def check_text_env(
+    env_id: str,
+    *,
+    seed: int = 0,
+    episodes: int = 12,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> CheckReport:
     """Run every check on ``env_id`` (a registered text environment) and report.
 
     Args:
         env_id: a registered id.
         seed: seed of the rollouts.
         episodes: episodes played with the probe policy for the reward and length checks.
+        tokenizer: with one, the token view (stable-baselines3's) is checked too.
     """
     report = CheckReport(env_id)
     report.results.append(_safely("gymnasium checker", lambda: _gymnasium_checker(env_id)))
@@ -304,4 +362,6 @@ def check_text_env(env_id: str, *, seed: int = 0, episodes: int = 12) -> CheckRe
     report.results.append(_safely("bad input", lambda: _bad_input(env_id, seed)))
     report.results.append(_safely("splits", lambda: _splits(env_id)))
     report.results.append(_safely("pickling", lambda: _pickling(env_id, seed)))
+    if tokenizer is not None:
+        report.results.append(_safely("token view", lambda: _token_view(env_id, tokenizer, seed)))
     return report

@@ -157,6 +157,32 @@ class ActorCritic(nn.Module):
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return ForwardOutput(logprobs, values, entropy)
 
+    def next_token(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits of the token after each (left-padded) context and the value of the
+        context: ``[batch, vocab]`` and ``[batch]``, from the last position's hidden state
+        (the token-level view, :mod:`rlm.token_policy`)."""
+        position_ids = position_ids_from(attention_mask)
+        hidden = self.policy.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state[:, -1]
+        logits = self.policy.get_output_embeddings()(hidden).float() / temperature
+        if self.value_model is not None:
+            hidden = self.value_model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state[:, -1]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+        return logits, values
+
+    @torch.no_grad()
+    def reference_next_token_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """The reference policy's logits of the token after each context, ``[batch, vocab]``."""
+        with self.as_reference() as reference:
+            return next_token_logits(reference, input_ids, attention_mask, temperature)
+
     @contextlib.contextmanager
     def as_reference(self) -> Iterator[PreTrainedModel | PeftModel]:
         """The frozen reference policy: the one given, the adapter disabled, or the copy."""
@@ -183,6 +209,22 @@ class ActorCritic(nn.Module):
             ).last_hidden_state[:, response_start - 1 : -1]
             logits = reference.get_output_embeddings()(hidden).float() / temperature
             return selective_log_softmax(logits, input_ids[:, response_start:])
+
+
+def next_token_logits(
+    model: PreTrainedModel | PeftModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """A causal LM's logits (float32, divided by ``temperature``) of the token after each
+    left-padded context, ``[batch, vocab]``: the vocabulary projection of the last
+    position only."""
+    hidden = model.get_decoder()(
+        input_ids=input_ids, attention_mask=attention_mask,
+        position_ids=position_ids_from(attention_mask),
+    ).last_hidden_state[:, -1]  # fmt: skip
+    return model.get_output_embeddings()(hidden).float() / temperature
 
 
 def check_same_tokenizer(policy_vocab: int, other_vocab: int, what: str = "value model") -> None:

@@ -208,12 +208,19 @@ def _trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool
     return ids, False
 
 
-def _eos_ids(model: ActorCritic, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    eos = model.policy.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+def eos_token_ids(
+    tokenizer: PreTrainedTokenizerBase, extra: int | list[int] | None = None
+) -> set[int]:
+    """The ids that end a turn: the tokenizer's end-of-sequence token and ``extra`` (a
+    model's ``generation_config.eos_token_id``, which may list several)."""
+    ids = set(extra if isinstance(extra, list) else [extra]) if extra is not None else set()
     if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
+        ids.add(int(tokenizer.eos_token_id))
     return ids
+
+
+def _eos_ids(model: ActorCritic, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    return eos_token_ids(tokenizer, model.policy.generation_config.eos_token_id)
 
 
 @torch.no_grad()

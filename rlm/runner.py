@@ -65,9 +65,14 @@ class Algorithm:
     """What an algorithm tells the runner. Subclasses set :attr:`name` and :meth:`train`."""
 
     name: ClassVar[str]
-    """Short name: the config section, the run name's experiment part, ``summary.json``."""
+    """Short name: the config section, ``experiments/<name>.py``, ``summary.json``."""
     generates: ClassVar[bool] = True
     """Whether training generates tokens (SFT learns from demonstrations and does not)."""
+
+    @property
+    def label(self) -> str:
+        """The run name's experiment part and the progress bar's title (default: the name)."""
+        return self.name
 
     def validate(self, settings: RunSettings) -> None:
         """Raise :class:`ConfigError` for settings this algorithm cannot run with."""
@@ -264,7 +269,7 @@ class Run:
         """The progress bar over the run's steps, with reward and KL."""
         self._progress = tqdm(
             total=self.settings.steps, initial=self.start_step,
-            desc=self.algorithm.name.upper(), disable=not self.state.is_main_process,
+            desc=self.algorithm.label.upper(), disable=not self.state.is_main_process,
         )  # fmt: skip
 
     def _show_progress(self, step: int, metrics: dict[str, float]) -> None:
@@ -464,7 +469,7 @@ def _run_experiment(
         before = with_heldout_gap(before, before)
     if settings.resume is None:
         # One name for all processes (it holds a timestamp), one process creates the folder.
-        default_name = make_run_name(env_id, settings.exp_name or algorithm.name, settings.seed)
+        default_name = make_run_name(env_id, settings.exp_name or algorithm.label, settings.seed)
         name = broadcast_object_list([settings.tracking.run_name or default_name])[0]
         if state.is_main_process:
             RunDir.create(settings.tracking.output_dir, name, run_config(algorithm, config))

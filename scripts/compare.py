@@ -57,6 +57,9 @@ LABELS = {
     "sft": "SFT",
     "sft_ppo": "SFT, then PPO",
     "demo": "PPO (make demo)",
+    "sb3_ppo": "PPO (SB3, token-level)",
+    "sb3_a2c": "A2C (SB3, token-level)",
+    "sb3_nlpo": "NLPO (sb3-contrib, token-level)",
 }
 ARM_MODEL_PREFIX = "arm:"
 

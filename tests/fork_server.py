@@ -26,7 +26,7 @@ import os
 import sys
 import traceback
 
-from tests.helpers import ALGORITHMS, ROOT, load_experiment
+from tests.helpers import EXPERIMENTS, ROOT, load_experiment
 
 # What the runs import on first use: imported here once (imports only, nothing run).
 PRELOADED = (
@@ -61,7 +61,7 @@ def _run_child(module, request: dict) -> None:
 def main() -> None:
     for name in PRELOADED:
         importlib.import_module(name)
-    modules = {algorithm: load_experiment(algorithm) for algorithm in ALGORITHMS}
+    modules = {algorithm: load_experiment(algorithm) for algorithm in EXPERIMENTS}
     gc.freeze()  # the children's collector leaves the imported objects (and their pages) be
     for line in sys.stdin:
         request = json.loads(line)

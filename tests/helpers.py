@@ -24,6 +24,9 @@ from rlm.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("ppo", "grpo", "rloo", "sft")
+"""The sequence-level experiments (every reliability test runs each)."""
+EXPERIMENTS = (*ALGORITHMS, "sb3")
+"""Every experiment script: the sequence-level ones and the token-level one."""
 
 # The smallest budget that exercises everything: 4 steps of 4 episodes, evaluations and
 # checkpoints every 2 steps, a rank-4 adapter.
@@ -37,6 +40,7 @@ TINY_ALGORITHM = {
     "grpo": ["--num-generations", "2"],
     "rloo": ["--num-generations", "2"],
     "sft": ["--max-examples", "16", "--max-length", "24", "--lr", "1e-2"],
+    "sb3": ["--n-steps", "8", "--minibatch-size", "16"],
 }
 
 

@@ -17,7 +17,7 @@ from rlm.config_files import apply_settings, read_settings_file
 from rlm.errors import ConfigError
 from rlm.runner import run_config
 from rlm.scripting import parse_config
-from tests.helpers import ALGORITHMS, ROOT, load_experiment
+from tests.helpers import EXPERIMENTS, ROOT, load_experiment
 
 ppo = load_experiment("ppo")
 
@@ -84,12 +84,12 @@ def test_null_invocation_fields_and_a_recorded_config_path_are_accepted(tmp_path
     assert parsed.run.seed == 2 and parsed.run.config is None and parsed.run.resume is None
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", EXPERIMENTS)
 def test_a_runs_config_json_starts_the_same_run_again(tmp_path, algorithm):
     experiment = load_experiment(algorithm)
     argv = ["--seed", "4", "--lr", "2e-4", "--wandb", "disabled", "--stop-after", "2"]
     config = parse_config(experiment.Config, argv, algorithm=algorithm)
-    algo = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "sft": "SFT"}[algorithm]
+    algo = {"ppo": "PPO", "grpo": "GRPO", "rloo": "RLOO", "sft": "SFT", "sb3": "SB3"}[algorithm]
     section = next(f for f in vars(config) if f != "run")
     recorded = run_config(getattr(experiment, algo)(getattr(config, section)), config)
     assert recorded["algorithm"] == algorithm and recorded["run"]["stop_after"] is None
@@ -169,7 +169,7 @@ def help_sections(algorithm: str) -> dict[str, str]:
 
 
 def test_every_experiment_shows_the_same_shared_flags_with_the_same_defaults():
-    helps = {algorithm: help_sections(algorithm) for algorithm in ALGORITHMS}
+    helps = {algorithm: help_sections(algorithm) for algorithm in EXPERIMENTS}
     for section in ("run options", "run.tracking options"):
         # Words, not columns: argparse aligns help text by the longest flag of the whole
         # parser, which differs with each algorithm's own flags.

@@ -1,9 +1,9 @@
 """The environment catalogue: every registered ``rlm/`` environment and each task's rules.
 
-Every environment passes ``rlm check-env``, documents its task, reward and range, gives the
-same rewards in its synchronous and subprocess vector forms, handles bad input, and every
-multi-turn one trains for a short PPO run with the tiny model. Then each task's parsing
-and scoring is tested on hand-worked examples.
+Every environment passes ``rlm check-env`` (its token view too), documents its task,
+reward and range, gives the same rewards in its synchronous and subprocess vector forms,
+handles bad input, and every multi-turn one trains for a short PPO run with the tiny model.
+Then each task's parsing and scoring is tested on hand-worked examples.
 
 Run: ``python -m pytest tests/test_env_catalogue.py -q``
 """
@@ -28,6 +28,7 @@ from envs.search import RetrievalRankReward
 from envs.word_guess import answer_question, parse_guess
 from rlm.env import MAX_TEXT_LENGTH, registered_text_env_ids
 from rlm.env_check import PROBES, check_text_env, probe_action
+from rlm.models import load_tokenizer
 from rlm.settings import RunSettings
 from rlm.tracking import TrackingSettings
 from tests.helpers import load_experiment
@@ -45,9 +46,12 @@ def test_the_catalogue_has_its_tasks() -> None:
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
-def test_check_env_passes(env_id: str) -> None:
-    report = check_text_env(env_id)
+def test_check_env_passes(env_id: str, tiny_model_path: Path) -> None:
+    """The text view and the token view (stable-baselines3's, with the tiny model's
+    tokenizer) pass every check."""
+    report = check_text_env(env_id, tokenizer=load_tokenizer(tiny_model_path))
     assert report.passed, report.format()
+    assert report.results[-1].name == "token view"
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

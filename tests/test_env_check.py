@@ -73,7 +73,7 @@ def test_readme_example_passes_check_env_in_one_command(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[-1] == "OK: all 7 checks passed"
+    assert result.stdout.splitlines()[-1] == "OK: all 8 checks passed"  # the token view too
 
 
 def test_readme_example_trains_with_the_command_the_readme_gives(

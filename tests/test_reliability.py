@@ -157,10 +157,10 @@ KILLED_FLAGS = {
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_kill_9_at_ten_random_moments_then_resume_ends_as_the_straight_run(
+def test_kill_9_at_six_random_moments_then_resume_ends_as_the_straight_run(
     algorithm, tiny_model_path, tmp_path
 ):
-    """Stop the run cleanly after step 1 (``--stop-after``), then SIGKILL it ten times, each
+    """Stop the run cleanly after step 1 (``--stop-after``), then SIGKILL it six times, each
     a random moment (up to 0.8 s) after a random step was logged by the running process: in
     a rollout, an update, an evaluation or a checkpoint write, wherever it falls; resume
     after each; then let it finish. It ends as the run that met none of this, to the
@@ -175,7 +175,7 @@ def test_kill_9_at_ten_random_moments_then_resume_ends_as_the_straight_run(
         straight = only_run(tmp_path / "straight")
         assert runs.run(algorithm, [*first, "--stop-after", "1"]) == 0
         assert read_json(only_run(out) / "meta.json")["status"] == "stopped"
-        reached = _kill_at_random_moments(runs, algorithm, out, first, kills=10)
+        reached = _kill_at_random_moments(runs, algorithm, out, first, kills=6)
         run = only_run(out)
         if not (run / "summary.json").exists():  # else the last kill came after the end
             assert runs.run(algorithm, ["--resume", str(run)]) == 0
