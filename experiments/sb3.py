@@ -29,6 +29,7 @@ from typing import Annotated, Any
 import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
+from rlm.env import TextEnv
 from rlm.errors import ConfigError
 from rlm.ppo_learner import Optimization
 from rlm.runner import Algorithm, Run, run_experiment
@@ -71,6 +72,18 @@ class SB3(Algorithm):
         if PartialState().num_processes > 1:
             raise ConfigError(
                 "stable-baselines3 trains in one process: run sb3.py without torchrun"
+            )
+
+    def prepare(self, env: TextEnv, settings: RunSettings) -> None:
+        longest = env.max_turns * settings.max_new_tokens
+        if env.multi_turn and self.settings.n_steps < longest:
+            # Not an error: each turn is scored when it ends, within the step or not.
+            print(
+                f"warning: --n-steps {self.settings.n_steps} is shorter than an episode of "
+                f"{env.env_id} can be ({env.max_turns} turns x {settings.max_new_tokens} "
+                "tokens): episodes cut by a step's end are bootstrapped and dropped, and "
+                "reward/mean counts only the episodes that finished",
+                file=sys.stderr,
             )
 
     def train(self, run: Run) -> None:

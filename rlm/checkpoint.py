@@ -138,11 +138,14 @@ def _trainable_state(model: ActorCritic) -> dict[str, torch.Tensor]:
 def _rng_state() -> dict[str, Any]:
     kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
     assert isinstance(keys, np.ndarray)  # the legacy form: (name, keys, pos, gauss, cached)
-    return {
+    state = {
         "python": random.getstate(),
         "numpy": [kind, keys.tolist(), position, has_gauss, cached],
         "torch": torch.get_rng_state().tolist(),
     }
+    if torch.cuda.is_available():  # sampling on a GPU draws from its own generators
+        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -151,6 +154,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(
+            [torch.tensor(s, dtype=torch.uint8) for s in state["torch_cuda"]]
+        )
 
 
 def save_training_state(

@@ -307,7 +307,10 @@ def _token_view(env_id: str, tokenizer: PreTrainedTokenizerBase, seed: int) -> C
                 steps += 1
                 if position < len(ids) and (reward != 0 or terminated or truncated):
                     return CheckResult(name, False, "a reward or an end before the turn ended")
-            got, expected = (reward, terminated, truncated), text.step(info["completion"])[1:4]
+            _, text_reward, text_terminated, text_truncated, _ = text.step(info["completion"])
+            # (The token view ends a game out of turns as terminated: see TokenEnv.)
+            got = (reward, terminated or truncated)
+            expected = (text_reward, text_terminated or text_truncated)
             if got != expected:
                 return CheckResult(
                     name, False, f"turn {turn}: the token view gave {got}, the text view "

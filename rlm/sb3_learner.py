@@ -125,11 +125,13 @@ def _kl_of_actions(
     actions: np.ndarray,
     logprobs: torch.Tensor,
     temperature: float,
+    actions_count: int,
 ) -> np.ndarray:
     """``log p(a) - log q(a)`` per environment (k1): the policy's log-prob of the sampled
     token (as sampled: under the mask, for NLPO) against the reference's."""
     input_ids, attention_mask = context_tensors(obs)
     ref_logits = actor_critic.reference_next_token_logits(input_ids, attention_mask, temperature)
+    ref_logits = ref_logits[:, :actions_count]  # the policy's distribution is over these
     taken = torch.as_tensor(actions, device=ref_logits.device).long().reshape(-1, 1)
     ref_logprobs = torch.log_softmax(ref_logits, -1).gather(1, taken).squeeze(1)
     return (logprobs.reshape(-1) - ref_logprobs).cpu().numpy().astype(np.float64)
@@ -169,6 +171,7 @@ class TokenRolloutCallback(BaseCallback):
             kl = _kl_of_actions(
                 self.actor_critic, self.locals["obs_tensor"], self.locals["actions"],
                 self.locals["log_probs"], self.temperature,
+                int(self.training_env.action_space.n),  # type: ignore[attr-defined]
             )  # fmt: skip
             self.reference_seconds += time.perf_counter() - start
             rewards -= self.kl_coef * kl
@@ -248,7 +251,9 @@ class TokenLearner:
         self.state = state
         self.masker = None
         if settings.algo == "nlpo":
-            self.masker = TopPMasker(actor_critic, settings.mask_top_p, generation.temperature)
+            self.masker = TopPMasker(
+                actor_critic, settings.mask_top_p, generation.temperature, len(tokenizer)
+            )
         eos = eos_token_ids(tokenizer, actor_critic.policy.generation_config.eos_token_id)
         token_envs = [
             TokenEnv(
@@ -343,6 +348,7 @@ class TokenLearner:
                 "train/kl": float(np.mean(stats["kl"])),
                 "train/completion_length": float(np.mean(stats["tokens"])),
                 "train/turns": float(np.mean(stats["turns"])),
+                "train/cut_share": float(np.sum(stats["cut"]) / max(np.sum(stats["turns"]), 1)),
             })  # fmt: skip
             for key in [k for k in stats if k.startswith("reward/")]:
                 metrics[key] = float(np.mean(stats[key]))

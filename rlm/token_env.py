@@ -4,8 +4,10 @@
 token (the action, an id in ``Discrete(vocabulary size)``) to the context; a turn ends at an
 end-of-sequence token or after ``max_new_tokens``, when the decoded completion goes
 through the text environment's ``step`` and its reward is returned. Every other step's
-reward is 0. In multi-turn tasks the environment's reply is appended to the context (in
-the run's prompt format, as the sequence-level rollout does) and the next turn begins.
+reward is 0. An episode that runs out of turns ends as ``terminated``
+(``info["turn_limit"]``): nothing follows it, so SB3 must not bootstrap it as a time
+limit. In multi-turn tasks the environment's reply is appended to the context (in the
+run's prompt format, as the sequence-level rollout does) and the next turn begins.
 
 The observation is a ``Dict`` of two fixed-length ``Box`` arrays, the context's token ids
 and its attention mask, left-padded to ``max_length`` (a longer context keeps its last
@@ -140,7 +142,12 @@ class TokenEnv(gym.Env[TokenObservation, np.int64]):
         info = {**info, "completion": completion, "completion_tokens": len(self._completion),
                 "cut": not ended}  # fmt: skip
         self._completion = []
-        if terminated or truncated:
+        # Running out of turns ends the game: nothing comes after it. Reported as a plain
+        # end, since SB3 would bootstrap a truncation with the critic's value (a time
+        # limit's reading), which rlm's sequence-level rollout does not do either.
+        info["turn_limit"] = truncated
+        terminated, truncated = terminated or truncated, False
+        if terminated:
             self._started = False
         else:
             self._context += self._encode(self.prompt_format.followup(reply, ended), first=False)

@@ -49,8 +49,8 @@ def trim_left_padding(
 
 
 def context_tensors(obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask from an observation batch (SB3's rollout buffers keep
-    observations as float32, exact for ids below 2**24), trimmed of shared padding."""
+    """Token ids and attention mask (as int64, whatever dtype SB3 hands over) from an
+    observation batch, trimmed of shared padding."""
     assert isinstance(obs, dict), "the token view's observations are dicts"
     return trim_left_padding(obs["input_ids"].long(), obs["attention_mask"].long())
 
@@ -166,15 +166,24 @@ class TopPMasker:
         actor_critic: the policy being trained.
         top_p: the nucleus' probability mass (RL4LMs' default: 0.9).
         temperature: applied before the nucleus is taken, as in sampling.
+        vocab_size: the actions (a model whose embedding is padded past the tokenizer has
+            more logits); default: all of the logits.
     """
 
-    def __init__(self, actor_critic: ActorCritic, top_p: float, temperature: float = 1.0):
+    def __init__(
+        self,
+        actor_critic: ActorCritic,
+        top_p: float,
+        temperature: float = 1.0,
+        vocab_size: int | None = None,
+    ):
         if not 0 < top_p <= 1:
             raise ConfigError(f"--mask-top-p must be in (0, 1], got {top_p}")
         self.source = actor_critic.policy
         self.masking = copy.deepcopy(self.source).eval().requires_grad_(False)
         self.warper = TopPLogitsWarper(top_p, min_tokens_to_keep=1)
         self.temperature = temperature
+        self.vocab_size = vocab_size
         self.refreshes = 0
         self.seconds = 0.0
         """Time spent computing masks (the masking policy's forward passes)."""
@@ -209,6 +218,7 @@ class TopPMasker:
         start = time.perf_counter()
         input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
         logits = next_token_logits(self.masking, input_ids, attention_mask, self.temperature)
+        logits = logits[:, : self.vocab_size]  # the nucleus of the actions' distribution
         masks = torch.isfinite(self.warper(input_ids, logits))
         self.seconds += time.perf_counter() - start
         return masks
