@@ -219,6 +219,16 @@ def eos_token_ids(
     return ids
 
 
+def encode_context(
+    tokenizer: PreTrainedTokenizerBase, prompt_format: PromptFormat, text: str, *, first: bool
+) -> list[int]:
+    """The token ids of text added to an episode's context: the first observation (with
+    the tokenizer's special tokens when the format wants them) or a later reply. The
+    rollout and the token view (:mod:`rlm.token_env`) both encode through this."""
+    special = bool(getattr(prompt_format, "add_special_tokens", False)) and first
+    return [int(t) for t in tokenizer(text, add_special_tokens=special).input_ids]
+
+
 def _eos_ids(model: ActorCritic, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     return eos_token_ids(tokenizer, model.policy.generation_config.eos_token_id)
 
@@ -247,8 +257,7 @@ def collect_episodes(
     n = envs.num_envs
 
     def encode(text: str, first: bool) -> list[int]:
-        special = prompt_format.add_special_tokens if first else False  # type: ignore[attr-defined]
-        return list(tokenizer(text, add_special_tokens=special).input_ids)
+        return encode_context(tokenizer, prompt_format, text, first=first)
 
     prompt_ids = [encode(prompt_format.first(o), first=True) for o in observations]
     response_ids: list[list[int]] = [[] for _ in range(n)]

@@ -41,6 +41,7 @@ from rlm.env import TextEnv
 from rlm.errors import ConfigError
 from rlm.rollout import (
     PromptFormat,
+    encode_context,
     eos_token_ids,
     make_prompt_format,
     resolve_prompt_format,
@@ -174,8 +175,7 @@ class TokenEnv(gym.Env[TokenObservation, np.int64]):
         return list(self._context)
 
     def _encode(self, text: str, first: bool) -> list[int]:
-        special = bool(getattr(self.prompt_format, "add_special_tokens", False)) and first
-        return [int(t) for t in self.tokenizer(text, add_special_tokens=special).input_ids]
+        return encode_context(self.tokenizer, self.prompt_format, text, first=first)
 
     def _observation(self) -> TokenObservation:
         kept = self._context[-self.max_length :]
