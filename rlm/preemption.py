@@ -1,7 +1,8 @@
 """Stopping cleanly when a job scheduler preempts the run (SIGTERM) or a person presses Ctrl-C.
 
-While training, the first SIGTERM or SIGINT only sets a flag: the runner finishes the
-current step, writes a checkpoint, marks the run ``preempted`` in ``meta.json`` and exits
+From the start of a run, the first SIGTERM or SIGINT only sets a flag: the runner
+finishes the current step (the first, when the signal came during set-up), writes a
+checkpoint, marks the run ``preempted`` in ``meta.json`` and exits
 with :data:`PREEMPTED_EXIT_CODE`; ``--resume`` continues it. A second signal exits at
 once, as the signal would without rlm. Under torchrun, the same signal again within
 :data:`FORWARDED_WITHIN_S` seconds is the launcher forwarding the one it got itself (a

@@ -383,6 +383,7 @@ class _Attempt:
     run_folder: Path | None = None
     tracker: Tracker | NullTracker | None = None
     run: Run | None = None
+    signals: PreemptionSignals | None = None
 
 
 def run_experiment(
@@ -398,7 +399,12 @@ def run_experiment(
     """
     attempt = _Attempt()
     try:
-        return _run_experiment(settings, algorithm, config, attempt)
+        # Signals are caught from the start, not only while training: a SIGTERM during
+        # set-up (a sweep killed while its trial loads or first evaluates) stops the run
+        # after its first step, checkpointed and marked preempted, instead of killing it
+        # with its meta.json still "running".
+        with PreemptionSignals() as attempt.signals:
+            return _run_experiment(settings, algorithm, config, attempt)
     except Preempted:
         raise  # checkpointed and marked preempted
     except BaseException as exc:
@@ -495,7 +501,7 @@ def _run_experiment(
         prompt_kind=prompt_kind, prompt_format=prompt_format, evaluator=evaluator,
         run_dir=run_dir, tracker=tracker, checkpoint=checkpoint,
         start_step=0, eval_before=before, started=wall_start,
-        alarms=AlarmWatch(settings.alarms),
+        alarms=AlarmWatch(settings.alarms), signals=attempt.signals,
     )  # fmt: skip
     attempt.run = run
     if resumed is not None:
@@ -506,8 +512,7 @@ def _run_experiment(
 
     # --- training, then the policy and the summary
     run.open_progress()
-    with PreemptionSignals() as run.signals:
-        algorithm.train(run)
+    algorithm.train(run)
     run.close_progress()
     if not run.finished:
         tracker.finish("preempted" if run.preempted else "stopped")

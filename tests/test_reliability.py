@@ -238,6 +238,20 @@ def _kill_at_random_moments(
     return reached
 
 
+def test_a_sigterm_while_the_run_sets_up_stops_it_after_its_first_step(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    # Call 1: the evaluation before training, before the run folder exists (a sweep killed
+    # while its trial starts). Uncaught, the signal would kill the run unmarked.
+    monkeypatch.setenv("RLM_TEST_SIGNAL_AT", "1")
+    result = run_tiny("ppo", tiny_model_path, tmp_path, *SIGNALLING)
+    assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert f"preempted (SIGTERM) after step 1; continue with --resume {run}" in result.stdout
+    assert read_json(run / "meta.json")["status"] == "preempted"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["checkpoint-1"]
+
+
 def test_a_second_signal_exits_at_once(tiny_model_path, tmp_path, monkeypatch):
     # Calls 3 and 4: step 2's rollout, then its evaluation, before the step has ended.
     monkeypatch.setenv("RLM_TEST_SIGNAL_AT", "3,4")
