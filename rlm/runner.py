@@ -383,7 +383,6 @@ class _Attempt:
     run_folder: Path | None = None
     tracker: Tracker | NullTracker | None = None
     run: Run | None = None
-    signals: PreemptionSignals | None = None
 
 
 def run_experiment(
@@ -403,8 +402,8 @@ def run_experiment(
         # set-up (a sweep killed while its trial loads or first evaluates) stops the run
         # after its first step, checkpointed and marked preempted, instead of killing it
         # with its meta.json still "running".
-        with PreemptionSignals() as attempt.signals:
-            return _run_experiment(settings, algorithm, config, attempt)
+        with PreemptionSignals() as signals:
+            return _run_experiment(settings, algorithm, config, attempt, signals)
     except Preempted:
         raise  # checkpointed and marked preempted
     except BaseException as exc:
@@ -426,7 +425,11 @@ def run_experiment(
 
 
 def _run_experiment(
-    settings: RunSettings, algorithm: Algorithm, config: object, attempt: _Attempt
+    settings: RunSettings,
+    algorithm: Algorithm,
+    config: object,
+    attempt: _Attempt,
+    signals: PreemptionSignals,
 ) -> dict[str, Any] | None:
     wall_start = time.perf_counter()
     settings.validate()
@@ -501,7 +504,7 @@ def _run_experiment(
         prompt_kind=prompt_kind, prompt_format=prompt_format, evaluator=evaluator,
         run_dir=run_dir, tracker=tracker, checkpoint=checkpoint,
         start_step=0, eval_before=before, started=wall_start,
-        alarms=AlarmWatch(settings.alarms), signals=attempt.signals,
+        alarms=AlarmWatch(settings.alarms), signals=signals,
     )  # fmt: skip
     attempt.run = run
     if resumed is not None:
@@ -517,7 +520,7 @@ def _run_experiment(
     if not run.finished:
         tracker.finish("preempted" if run.preempted else "stopped")
         if state.is_main_process:
-            why = f"preempted ({run.signals.received or 'a signal on another process'})"
+            why = f"preempted ({signals.received or 'a signal on another process'})"
             print(
                 f"{why if run.preempted else 'stopped'} after step {run.step}; "
                 f"continue with --resume {run_dir.path}"
