@@ -164,14 +164,17 @@ class ActorCritic(nn.Module):
         context: ``[batch, vocab]`` and ``[batch]``, from the last position's hidden state
         (the token-level view, :mod:`rlm.token_policy`)."""
         position_ids = position_ids_from(attention_mask)
+        # (No KV cache: the token view passes every context whole.)
         hidden = self.policy.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-        ).last_hidden_state[:, -1]
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state[:, -1]  # fmt: skip
         logits = self.policy.get_output_embeddings()(hidden).float() / temperature
         if self.value_model is not None:
             hidden = self.value_model(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-            ).last_hidden_state[:, -1]
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state[:, -1]  # fmt: skip
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return logits, values
 
@@ -222,7 +225,7 @@ def next_token_logits(
     position only."""
     hidden = model.get_decoder()(
         input_ids=input_ids, attention_mask=attention_mask,
-        position_ids=position_ids_from(attention_mask),
+        position_ids=position_ids_from(attention_mask), use_cache=False,
     ).last_hidden_state[:, -1]  # fmt: skip
     return model.get_output_embeddings()(hidden).float() / temperature
 

@@ -244,6 +244,42 @@ def test_the_kl_penalty_is_subtracted_from_each_tokens_reward(tiny_model_path):
     assert np.abs(kl).max() > 0.01
 
 
+def test_activation_checkpointing_recomputes_the_layers_and_trains_the_same(tiny_model_path):
+    """With activation checkpointing, A2C's one update runs each decoder layer again in
+    its backward pass (the activations were not kept), and trains the same weights."""
+    layer_calls, trained = {}, {}
+    for checkpointing in (False, True):
+        actor_critic, tokenizer = lora_policy(tiny_model_path)
+        learner = TokenLearner(
+            actor_critic, tokenizer, [gym.make("rlm/Sentiment-v0").unwrapped for _ in range(2)],
+            SB3Settings(algo="a2c", n_steps=8, activation_checkpointing=checkpointing),
+            optimization=Optimization(lr=1e-3, total_steps=1),
+            generation=GenerationSettings(max_new_tokens=3),
+            prompt_format=make_prompt_format("plain", tokenizer), seed=3, state=PartialState(),
+        )  # fmt: skip
+        calls: list[int] = []
+        # (A layer's part: the layer's own forward is what checkpointing wraps.)
+        mlp = actor_critic.policy.get_decoder().layers[0].mlp
+        hook = mlp.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        torch.manual_seed(3)
+        learner.step(iteration=0)
+        hook.remove()
+        learner.close()
+        layer_calls[checkpointing] = len(calls)
+        trained[checkpointing] = {
+            name: p.detach().clone()
+            for name, p in actor_critic.named_parameters()
+            if p.requires_grad
+        }
+    # The rollout: the policy's and the reference's pass per token and one for the last
+    # values; the update: one pass, and with checkpointing its recomputation.
+    assert layer_calls == {False: 2 * 8 + 1 + 1, True: 2 * 8 + 1 + 2}
+    for name, weight in trained[True].items():
+        torch.testing.assert_close(weight, trained[False][name], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(trained[True][n], p) for n, p in lora_policy(tiny_model_path)[0]
+               .named_parameters() if p.requires_grad)  # fmt: skip
+
+
 # --- the experiment ------------------------------------------------------------------
 
 
