@@ -178,6 +178,16 @@ class ActorCritic(nn.Module):
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return logits, values
 
+    def checkpoint_activations(self) -> None:
+        """Turn on activation checkpointing in the policy's trunk and the critic's
+        (transformers' own; it applies only to passes with gradients)."""
+        for model in (self.policy, self.value_model):
+            base = model.get_base_model() if isinstance(model, PeftModel) else model
+            if base is not None:
+                assert isinstance(base, PreTrainedModel)
+                # Non-reentrant: an adapter's inputs need not require gradients.
+                base.activation_checkpointing_enable({"use_reentrant": False})
+
     @torch.no_grad()
     def reference_next_token_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0

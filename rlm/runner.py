@@ -458,6 +458,8 @@ def _run_experiment(
         policy = add_lora(policy, settings.lora_settings)
     policy.to(state.device)
     actor_critic = algorithm.actor_critic(policy, settings, dtype).to(state.device)
+    if settings.activation_checkpointing:  # (for TRL's trainers too: they train this model)
+        actor_critic.checkpoint_activations()
     prompt_kind = resolve_prompt_format(
         settings.prompt_format, tokenizer, conversational=env.conversational
     )

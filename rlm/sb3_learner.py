@@ -36,14 +36,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from accelerate import PartialState
-from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from rlm.checkpoint import load_training_state, save_training_state
 from rlm.env import TextEnv
@@ -97,11 +96,6 @@ class SB3Settings:
     """NLPO: the probability mass of the masking policy's nucleus the actions are limited to."""
     mask_refresh_every: int = 5
     """NLPO: updates between two copies of the policy into the masking policy."""
-    activation_checkpointing: bool = False
-    """Recompute the LM's activations in the update's backward pass instead of keeping
-    them: memory for one layer's input per context token, for a second forward pass. Every
-    token of the token view is a whole context through the LM, and A2C updates on the whole
-    rollout at once: 8 environments x 32 tokens of SmolLM2-135M took over 16 GB without it."""
 
     def validate(self, batch_size: int, max_new_tokens: int) -> None:
         check_ranges(
@@ -123,14 +117,6 @@ class SB3Settings:
                 f"--minibatch-size ({self.minibatch_size}) must divide the step's tokens "
                 f"(--n-steps {self.n_steps} x --batch-size {batch_size})"
             )
-
-
-def _checkpoint_activations(model: PreTrainedModel | PeftModel) -> None:
-    """Turn on activation checkpointing in a model, or in the model under an adapter."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    assert isinstance(base, PreTrainedModel)
-    # Non-reentrant: the adapter's inputs need not require gradients.
-    base.activation_checkpointing_enable({"use_reentrant": False})
 
 
 def _kl_of_actions(
@@ -268,10 +254,6 @@ class TokenLearner:
             self.masker = TopPMasker(
                 actor_critic, settings.mask_top_p, generation.temperature, len(tokenizer)
             )
-        if settings.activation_checkpointing:  # (after NLPO's masking copy: it never trains)
-            for model in (actor_critic.policy, actor_critic.value_model):
-                if model is not None:
-                    _checkpoint_activations(model)
         eos = eos_token_ids(tokenizer, actor_critic.policy.generation_config.eos_token_id)
         token_envs = [
             TokenEnv(

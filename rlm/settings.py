@@ -122,6 +122,10 @@ class RunSettings:
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA scaling numerator (scale = alpha / r)."""
+    activation_checkpointing: bool = False
+    """Recompute the model's activations in the update's backward pass instead of keeping
+    them: the update's memory falls to one layer's input per token, for a second forward
+    pass. Generation and the passes without gradients are unchanged."""
 
     # --- evaluation
     eval_every: int = 15

@@ -91,9 +91,11 @@ def trainer_arguments(
     ``SFTConfig``), from the shared settings; ``updates_per_step`` optimizer steps make
     one of rlm's steps (GRPO's and RLOO's ``--epochs``).
 
-    Gradient checkpointing (TRL's default) is off: it turns generation's KV cache off and
-    made TRL's GRPO ~10x slower here. The runner logs (``report_to="none"``, every step)
-    and decides when to save (``save_strategy="no"``; the callback asks for a save).
+    TRL's own gradient checkpointing (its default) is off: it turned generation's KV cache
+    off and made TRL's GRPO ~10x slower here. ``--activation-checkpointing`` turns
+    transformers' on in the model itself (:mod:`rlm.runner`), for every algorithm alike.
+    The runner logs (``report_to="none"``, every step) and decides when to save
+    (``save_strategy="no"``; the callback asks for a save).
     """
     return {
         "output_dir": str(output_dir),

@@ -250,9 +250,11 @@ def test_activation_checkpointing_recomputes_the_layers_and_trains_the_same(tiny
     layer_calls, trained = {}, {}
     for checkpointing in (False, True):
         actor_critic, tokenizer = lora_policy(tiny_model_path)
+        if checkpointing:
+            actor_critic.checkpoint_activations()
         learner = TokenLearner(
             actor_critic, tokenizer, [gym.make("rlm/Sentiment-v0").unwrapped for _ in range(2)],
-            SB3Settings(algo="a2c", n_steps=8, activation_checkpointing=checkpointing),
+            SB3Settings(algo="a2c", n_steps=8),
             optimization=Optimization(lr=1e-3, total_steps=1),
             generation=GenerationSettings(max_new_tokens=3),
             prompt_format=make_prompt_format("plain", tokenizer), seed=3, state=PartialState(),

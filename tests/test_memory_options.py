@@ -1,0 +1,58 @@
+"""The shared settings that trade time for memory: ``--activation-checkpointing``.
+
+Run: ``python -m pytest tests/test_memory_options.py -q``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlm.settings import RunSettings
+from rlm.tracking import TrackingSettings
+from tests.helpers import computed_metrics, load_experiment, only_run
+
+
+def _layer_parts_run(algorithm: str, model: Path, folder: Path, **settings: object) -> int:
+    """Run the tiny experiment in this process; how many times a decoder layer's MLP ran
+    (activation checkpointing wraps the layer's forward: its parts run again when the
+    backward pass recomputes it)."""
+    calls: list[str] = []
+
+    def count(module: torch.nn.Module, args: object) -> None:
+        if type(module).__name__.endswith("MLP"):
+            calls.append(type(module).__name__)
+
+    experiment = load_experiment(algorithm)
+    # length:target=3 rewards the tiny model's completions unevenly: the updates move.
+    run = RunSettings(
+        model=str(model), reward="length:target=3", steps=2, batch_size=4, max_new_tokens=6,
+        eval_prompts=4, eval_batch_size=4, eval_every=2, checkpoint_every=2, lora_r=4, threads=1,
+        tracking=TrackingSettings(output_dir=folder, wandb="disabled", tensorboard=False),
+        **settings,  # type: ignore[arg-type]
+    )  # fmt: skip
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        experiment.main(experiment.Config(run=run))
+    finally:
+        hook.remove()
+    return len(calls)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_activation_checkpointing_recomputes_the_layers_and_trains_the_same(
+    algorithm, tiny_model_path, tmp_path
+):
+    """rlm's PPO update and TRL's trainer, each on the same model: with the flag, the
+    backward pass runs the layers again, and the run logs the same numbers."""
+    plain = _layer_parts_run(algorithm, tiny_model_path, tmp_path / "plain")
+    checkpointed = _layer_parts_run(
+        algorithm, tiny_model_path, tmp_path / "checkpointed", activation_checkpointing=True
+    )
+    # Generation and evaluation run the same passes; only the updates' layers run twice.
+    assert checkpointed > plain
+    assert computed_metrics(only_run(tmp_path / "checkpointed")) == computed_metrics(
+        only_run(tmp_path / "plain")
+    )
