@@ -62,6 +62,12 @@ class PPO(Algorithm):
     def validate(self, settings: RunSettings) -> None:
         self.settings.validate(settings.batch_size)
 
+    def memory_advice(self, settings: RunSettings) -> list[str]:
+        return [
+            f"raise --minibatches (now {self.settings.minibatches}) or --grad-accum (now "
+            f"{self.settings.grad_accum}): fewer episodes in each backward pass"
+        ]
+
     def actor_critic(
         self, policy: PreTrainedModel | PeftModel, settings: RunSettings, dtype: torch.dtype
     ) -> ActorCritic:

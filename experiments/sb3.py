@@ -60,6 +60,11 @@ class SB3(Algorithm):
     def label(self) -> str:
         return f"sb3-{self.settings.algo}"
 
+    def memory_advice(self, settings: RunSettings) -> list[str]:
+        if self.settings.algo == "a2c":  # its one update takes the whole rollout
+            return [f"lower --n-steps (now {self.settings.n_steps})"]
+        return [f"lower --minibatch-size (now {self.settings.minibatch_size})"]
+
     def validate(self, settings: RunSettings) -> None:
         self.settings.validate(settings.batch_size, settings.max_new_tokens)
         if settings.top_k or settings.top_p < 1:

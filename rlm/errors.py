@@ -35,6 +35,10 @@ class RewardError(RlmError, ValueError):
     """A reward function returned something other than one finite float per completion."""
 
 
+class OutOfMemory(RlmError, MemoryError):
+    """The accelerator ran out of memory; the message names the settings that need less."""
+
+
 class PeerFailed(RlmError, RuntimeError):
     """Another process of a multi-process run failed, so this one stops too (the message
     names the process and its error when it left one)."""

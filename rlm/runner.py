@@ -40,7 +40,7 @@ from rlm.checkpoint import (
 )
 from rlm.diagnostics import DIAGNOSTICS, heldout_gap
 from rlm.env import TextEnv, TextVectorEnv, check_env_id, make_text_vector_env
-from rlm.errors import ConfigError, DivergedError
+from rlm.errors import ConfigError, DivergedError, OutOfMemory
 from rlm.evaluation import Evaluator
 from rlm.files import write_json
 from rlm.models import load_causal_lm, resolve_model_path
@@ -82,6 +82,11 @@ class Algorithm:
     ) -> ActorCritic:
         """The policy as the rollout path and the evaluation use it (and PPO trains it)."""
         return ActorCritic(policy)
+
+    def memory_advice(self, settings: RunSettings) -> list[str]:
+        """This algorithm's settings that make it need less memory, as advice for an
+        out-of-memory error (for example "raise --grad-accum (now 1)")."""
+        return []
 
     def prepare(self, env: TextEnv, settings: RunSettings) -> None:
         """Check the environment and build what can fail on bad input, before any folder
@@ -410,18 +415,38 @@ def run_experiment(
         if attempt.run is not None:
             attempt.run.close_progress()  # before the error's message, not after it
         error: BaseException = exc
+        if isinstance(exc, torch.OutOfMemoryError):
+            error = out_of_memory(exc, settings, algorithm)
         # (The launcher sends SIGTERM to the others when a process exits: not yet.)
         with signals_ignored():
             if attempt.state is not None and attempt.state.num_processes > 1:
                 if lost_another_process(exc):
                     error = peer_failed(attempt.state, attempt.run_folder)
                 else:
-                    record_failure(exc, attempt.state, attempt.run_folder)
+                    record_failure(error, attempt.state, attempt.run_folder)
             if attempt.tracker is not None:
                 attempt.tracker.finish("failed", error=f"{type(error).__name__}: {error}")
         if error is exc:
             raise
         raise error from exc
+
+
+def out_of_memory(
+    exc: torch.OutOfMemoryError, settings: RunSettings, algorithm: Algorithm
+) -> OutOfMemory:
+    """The error a run that ran out of accelerator memory stops with: torch's first line
+    and the settings that need less memory, with their values."""
+    advice = [
+        f"lower --batch-size (now {settings.batch_size}), --eval-batch-size (now "
+        f"{settings.eval_batch_size}) or --max-new-tokens (now {settings.max_new_tokens})",
+        *algorithm.memory_advice(settings),
+    ]
+    if not settings.activation_checkpointing:
+        advice.append("turn on --activation-checkpointing")
+    if not settings.lora:
+        advice.append("train a LoRA adapter (--lora) instead of every weight")
+    first_line = (str(exc).strip().splitlines() or ["torch.OutOfMemoryError"])[0]
+    return OutOfMemory(f"out of memory ({first_line}): {'; '.join(advice)}")
 
 
 def _run_experiment(

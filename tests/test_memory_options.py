@@ -12,7 +12,7 @@ import torch
 
 from rlm.settings import RunSettings
 from rlm.tracking import TrackingSettings
-from tests.helpers import computed_metrics, load_experiment, only_run
+from tests.helpers import computed_metrics, load_experiment, only_run, read_json
 
 
 def _layer_parts_run(algorithm: str, model: Path, folder: Path, **settings: object) -> int:
@@ -56,3 +56,28 @@ def test_activation_checkpointing_recomputes_the_layers_and_trains_the_same(
     assert computed_metrics(only_run(tmp_path / "checkpointed")) == computed_metrics(
         only_run(tmp_path / "plain")
     )
+
+
+def test_out_of_memory_stops_the_run_naming_the_settings_that_need_less(
+    tiny_model_path, tmp_path, capsys, monkeypatch
+):
+    from rlm.ppo_learner import PPOLearner
+
+    def no_memory_left(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nmore")
+
+    monkeypatch.setattr(PPOLearner, "step", no_memory_left)
+    flags = ["--model", str(tiny_model_path), "--output-dir", str(tmp_path), "--wandb",
+             "disabled", "--max-new-tokens", "4", "--eval-prompts", "4", "--batch-size", "4",
+             "--minibatches", "2", "--no-lora"]  # fmt: skip
+    assert load_experiment("ppo").cli(flags) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.): lower "
+        "--batch-size (now 4), --eval-batch-size (now 32) or --max-new-tokens (now 4); raise "
+        "--minibatches (now 2) or --grad-accum (now 1): fewer episodes in each backward "
+        "pass; turn on --activation-checkpointing; train a LoRA adapter (--lora) instead of "
+        "every weight"
+    )
+    meta = read_json(only_run(tmp_path) / "meta.json")
+    assert meta["status"] == "failed" and meta["error"] == "OutOfMemory: " + last[7:]
