@@ -147,8 +147,8 @@ class PPOLearner:
                               accelerator.num_processes, envs.num_envs),
         )  # fmt: skip
         scored = score_episodes(
-            actor_critic, episodes, micro_batch_size=len(episodes) // settings.minibatches,
-            temperature=temperature,
+            actor_critic, episodes, temperature=temperature,
+            micro_batch_size=settings.forward_batch_size or len(episodes) // settings.minibatches,
         )  # fmt: skip
         advantages = compute_advantages(scored, self.kl_controller.value, settings)
 

@@ -44,6 +44,10 @@ class PPOSettings:
     """Optimizer steps per epoch; the batch is split into this many shuffled minibatches."""
     grad_accum: int = 1
     """Micro-batches per minibatch (gradient accumulation), to bound memory."""
+    forward_batch_size: int | None = None
+    """Episodes in each forward pass without gradients (the sampled tokens' log-probs,
+    the values, the reference's log-probs); default: a minibatch's. Lower it when those
+    passes run out of memory, raise it to fill a GPU: the numbers stay the same."""
     clip_range: float = 0.2
     """Clipping of the probability ratio in the policy loss."""
     value_clip_range: float = 0.2
@@ -74,7 +78,13 @@ class PPOSettings:
         """Raise :class:`ConfigError` for values out of range for a batch of ``batch_size``."""
         check_ranges(
             self,
-            at_least_one=["epochs", "minibatches", "grad_accum", "kl_horizon"],
+            at_least_one=[
+                "epochs",
+                "minibatches",
+                "grad_accum",
+                "kl_horizon",
+                "forward_batch_size",
+            ],
             positive=["clip_range", "value_clip_range", "target_kl"],
             non_negative=["kl_coef", "vf_coef"],
             unit_interval=["gamma", "lam"],

@@ -1,4 +1,5 @@
-"""The shared settings that trade time for memory: ``--activation-checkpointing``.
+"""The settings that trade time for memory (``--activation-checkpointing``, PPO's
+``--forward-batch-size``), and the message of a run out of memory.
 
 Run: ``python -m pytest tests/test_memory_options.py -q``
 """
@@ -10,12 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlm.ppo_update import PPOSettings
 from rlm.settings import RunSettings
 from rlm.tracking import TrackingSettings
 from tests.helpers import computed_metrics, load_experiment, only_run, read_json
 
 
-def _layer_parts_run(algorithm: str, model: Path, folder: Path, **settings: object) -> int:
+def _layer_parts_run(
+    algorithm: str, model: Path, folder: Path, *, ppo: PPOSettings | None = None, **settings: object
+) -> int:
     """Run the tiny experiment in this process; how many times a decoder layer's MLP ran
     (activation checkpointing wraps the layer's forward: its parts run again when the
     backward pass recomputes it)."""
@@ -35,7 +39,7 @@ def _layer_parts_run(algorithm: str, model: Path, folder: Path, **settings: obje
     )  # fmt: skip
     hook = torch.nn.modules.module.register_module_forward_pre_hook(count)
     try:
-        experiment.main(experiment.Config(run=run))
+        experiment.main(experiment.Config(run=run, **({"ppo": ppo} if ppo else {})))
     finally:
         hook.remove()
     return len(calls)
@@ -76,8 +80,26 @@ def test_out_of_memory_stops_the_run_naming_the_settings_that_need_less(
         "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB.): lower "
         "--batch-size (now 4), --eval-batch-size (now 32) or --max-new-tokens (now 4); raise "
         "--minibatches (now 2) or --grad-accum (now 1): fewer episodes in each backward "
-        "pass; turn on --activation-checkpointing; train a LoRA adapter (--lora) instead of "
-        "every weight"
+        "pass; lower --forward-batch-size (now 2): fewer in each pass without gradients; "
+        "turn on --activation-checkpointing; train a LoRA adapter (--lora) instead of every "
+        "weight"
     )
     meta = read_json(only_run(tmp_path) / "meta.json")
     assert meta["status"] == "failed" and meta["error"] == "OutOfMemory: " + last[7:]
+
+
+def test_ppo_forward_batch_size_splits_the_passes_without_gradients(tiny_model_path, tmp_path):
+    """--forward-batch-size 1: a pass per episode instead of one per minibatch (2 of 4
+    episodes), through the policy and the reference; the numbers stay the same."""
+    minibatch = _layer_parts_run("ppo", tiny_model_path, tmp_path / "minibatch")
+    single = _layer_parts_run(
+        "ppo", tiny_model_path, tmp_path / "single", ppo=PPOSettings(forward_batch_size=1)
+    )
+    layers = read_json(tiny_model_path / "config.json")["num_hidden_layers"]
+    # layers x 2 steps x (policy + reference) x (4 passes instead of 2)
+    assert single - minibatch == layers * 2 * 2 * (4 - 2)
+    rows = computed_metrics(only_run(tmp_path / "single"))
+    expected = computed_metrics(only_run(tmp_path / "minibatch"))
+    assert [row.keys() for row in rows] == [row.keys() for row in expected]
+    for row, want in zip(rows, expected, strict=True):  # (padding differs between passes)
+        assert row == pytest.approx(want, rel=1e-4, abs=1e-6), row["step"]
