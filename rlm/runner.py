@@ -43,6 +43,7 @@ from rlm.env import TextEnv, TextVectorEnv, check_env_id, make_text_vector_env
 from rlm.errors import ConfigError, DivergedError, OutOfMemory
 from rlm.evaluation import Evaluator
 from rlm.files import write_json
+from rlm.memory import memory_metrics
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, add_lora
 from rlm.preemption import Preempted, PreemptionSignals, signals_ignored
@@ -189,6 +190,7 @@ class Run:
             metrics.update(self.evaluate(step))
         metrics["perf/time_iteration"] = time.perf_counter() - self._step_started
         metrics["perf/time_iteration_cpu"] = time.process_time() - self._step_started_cpu
+        metrics.update(memory_metrics())  # this process's peaks so far
         self.tracker.log(metrics, step=step)
         self._show_progress(step, metrics)
         self._check_diverged(step, metrics)

@@ -119,10 +119,9 @@ def _memory_child(kind: str, folder: str, threads: str, dtype: str) -> None:
         from rlm.scorers.classifier import ClassifierReward
 
         ClassifierReward(folder)([""] * 32, ["what a lovely day"] * 32)
-    # VmHWM, the peak of this process's own memory map (ru_maxrss would carry the parent's
-    # peak over the exec on Linux).
-    status = Path("/proc/self/status").read_text().splitlines()
-    print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+    from rlm.memory import peak_resident_gib
+
+    print(peak_resident_gib() * 1024)  # MiB
 
 
 # --- policies ---------------------------------------------------------------------------------

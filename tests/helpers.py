@@ -200,7 +200,11 @@ def read_json(path: Path) -> Any:
 
 
 # Metrics that measure time, not what was computed: they differ between any two runs.
-TIMING_KEYS = ("time", "perf/tokens_per_second", "train/step_time")
+# (And the memory peaks: they differ between runs of the same numbers.)
+TIMING_KEYS = (
+    "time", "perf/tokens_per_second", "train/step_time", "perf/memory_peak_gib",
+    "perf/gpu_memory_peak_gib",
+)  # fmt: skip
 
 
 def computed_metrics(run: Path, ignore: tuple[str, ...] = ()) -> list[dict[str, Any]]:
