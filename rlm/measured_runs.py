@@ -131,6 +131,7 @@ def summarise_steps(rows: list[dict[str, Any]]) -> dict[str, Any]:
     generate = median("perf/time_generate")
     return {
         "step_time_s": step,
+        "episodes_per_step": episodes,
         "episodes_per_s": episodes / step if step else None,
         # PPO times its generation; otherwise generated tokens over the whole step.
         "generated_tokens_per_s": median("perf/tokens_per_second")

@@ -1,0 +1,164 @@
+"""Scaling on CPU, measured: processes, and model size.
+
+    python scripts/benchmark_scaling.py --output docs/scaling_measured.md   # ~20 min, 2 cores
+    python scripts/benchmark_scaling.py --tiny --model <folder>           # the test's
+
+1. **Processes**: PPO and GRPO on the default task, one process with ``--cores`` threads
+   and the whole batch, against ``--cores`` processes (torchrun, DDP) with one thread and
+   an equal share of the batch each: episodes per second, and the ratio.
+2. **Model size**: PPO in one process, the step time and the process's peak resident
+   memory for the default model and for random models of SmolLM2-360M's and
+   Qwen2.5-0.5B's shapes (the default tokenizer).
+
+Every case is an experiment run as a user runs it (:mod:`rlm.measured_runs`); the figures
+are medians over the steps after the first and before the last. Markdown tables are
+printed, and written to ``--output`` with the command, the machine and the versions.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+import tyro
+
+from rlm.measured_runs import SHAPES, case_flags, random_model, run_case
+from rlm.models import resolve_model_path
+
+TINY_SHAPES = {"360m": (64, 2, 4, 2, 128), "0.5b": (96, 3, 4, 2, 192)}
+
+
+@dataclass
+class Config:
+    model: str = "default"
+    """The real model (and the random models' tokenizer)."""
+    cores: int = 2
+    """Cores shared out: threads of the one process, or processes of one thread."""
+    steps: int = 4
+    """Steps per case (timed: all but the first and the last)."""
+    batch_size: int = 8
+    """Episodes per step in all (the processes split it)."""
+    max_new_tokens: int = 16
+    """Tokens per completion at most."""
+    algorithms: tuple[str, ...] = ("ppo", "grpo")
+    """Algorithms of the processes table (PPO's one-process case is also the size table's
+    first row)."""
+    sizes: tuple[str, ...] = ("360m", "0.5b")
+    """Random model shapes of the size table, besides the real model."""
+    case_timeout: int = 900
+    """Seconds a case may take before it counts as failed."""
+    output: Path | None = None
+    """A markdown file for the tables."""
+    tiny: bool = False
+    """Tiny random models and budgets: the check of this script itself."""
+
+
+def _case(
+    name: str, algorithm: str, model: str, config: Config, folder: Path, processes: int
+) -> dict[str, Any]:
+    threads = config.cores // processes
+    flags = case_flags(
+        model, folder, name, steps=config.steps, batch_size=config.batch_size // processes,
+        max_new_tokens=config.max_new_tokens, threads=threads,
+    )  # fmt: skip
+    if algorithm == "grpo":
+        flags += ["--num-generations", str(min(4, config.batch_size // processes))]
+    launcher = None
+    if processes > 1:
+        torchrun = str(Path(sys.executable).parent / "torchrun")
+        launcher = [torchrun, "--standalone", "--nproc_per_node", str(processes)]
+    case = run_case(name, algorithm, model, flags, folder, timeout=config.case_timeout,
+                    launcher=launcher)  # fmt: skip
+    print(f"{name}: {'passed' if case['passed'] else case['failure'][-500:]}", flush=True)
+    return {**case, "processes": processes, "threads": threads}
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def processes_table(cases: list[dict[str, Any]]) -> str:
+    lines = [
+        "| algorithm | processes x threads | episodes per step | step (s) | episodes/s "
+        "| vs one process |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for one, many in zip(cases[::2], cases[1::2], strict=True):
+        for case in (one, many):
+            ratio = None
+            if case is many and one.get("episodes_per_s") and many.get("episodes_per_s"):
+                ratio = many["episodes_per_s"] / one["episodes_per_s"]
+            lines.append(
+                f"| {case['algorithm']} | {case['processes']} x {case['threads']} | "
+                f"{_number(case.get('episodes_per_step'), 0)} | "
+                f"{_number(case.get('step_time_s'))} | {_number(case.get('episodes_per_s'))} | "
+                f"{'-' if ratio is None else f'{ratio:.2f}x'} |"
+            )
+    return "\n".join(lines)
+
+
+def sizes_table(cases: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | parameters | step (s) | generated tokens/s | peak resident memory (GiB) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for case in cases:
+        lines.append(
+            f"| {case['label']} | {case['parameters'] / 1e6:.0f}M | "
+            f"{_number(case.get('step_time_s'))} | "
+            f"{_number(case.get('generated_tokens_per_s'), 1)} | "
+            f"{_number(case.get('memory_peak_gib'))} |"
+        )
+    return "\n".join(lines)
+
+
+def _cpuinfo() -> list[str]:
+    path = Path("/proc/cpuinfo")
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def main(config: Config) -> str:
+    if config.tiny:
+        config.batch_size, config.max_new_tokens = 4, 6
+    model = str(resolve_model_path(config.model))
+    shapes = TINY_SHAPES if config.tiny else SHAPES
+    with tempfile.TemporaryDirectory(prefix="scaling-") as scratch:
+        work = Path(scratch)
+        by_processes = [
+            _case(f"{algorithm}-{processes}p", algorithm, model, config, work, processes)
+            for algorithm in config.algorithms
+            for processes in (1, config.cores)
+        ]
+        # The one-process PPO case is the real model's row of the size table.
+        real = next((c for c in by_processes if c["case"] == "ppo-1p"), None)
+        real = real or _case("ppo-1p", "ppo", model, config, work, 1)
+        by_size = [{**real, "label": config.model}]
+        for size in config.sizes:
+            folder = random_model(shapes[size], model, work / f"random-{size}")
+            case = _case(f"ppo-random-{size}", "ppo", str(folder), config, work, 1)
+            by_size.append({**case, "label": f"random, {size} shape"})
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if "model name" in line),
+               platform.machine())  # fmt: skip
+    text = "\n\n".join([
+        f"`python {' '.join(sys.argv)}` on {os.cpu_count()} cores ({cpu}), torch "
+        f"{torch.__version__}, transformers {transformers.__version__}; {config.steps} steps "
+        f"of {config.batch_size} episodes x {config.max_new_tokens} tokens, medians of the "
+        "steps between the first and the last.",
+        "Processes (the same global batch):", processes_table(by_processes),
+        "Model size (PPO, one process):", sizes_table(by_size),
+    ])  # fmt: skip
+    print(text)
+    if config.output is not None:
+        config.output.write_text(text + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))
