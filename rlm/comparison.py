@@ -160,6 +160,44 @@ def aggregate_table(
     return "\n".join(lines), stats
 
 
+# The diagnostics table's columns: (summary key, header, digits).
+_DIAGNOSTIC_COLUMNS = [
+    ("eval/distinct_1", "distinct-1", 3), ("eval/distinct_2", "distinct-2", 3),
+    ("eval/repeated_3gram_share", "repeated 3-grams", 3),
+    ("eval/completion_length", "tokens", 1), ("eval/cut_share", "cut at the limit", 2),
+    ("eval/ref_perplexity", "reference perplexity", 1), ("eval/entropy", "entropy", 2),
+    ("eval/heldout_gap", "held-out gap (SD)", 2),
+]  # fmt: skip
+
+
+def diagnostics_table(records: Mapping[str, list[RunRecord]], labels: Mapping[str, str]) -> str:
+    """Means over seeds of the final evaluation's over-optimisation diagnostics
+    (:data:`rlm.diagnostics.DIAGNOSTICS`) and of the held-out reward model's score, with
+    the same for every run's start as the first row; "" when the runs logged none."""
+    runs = [r for rs in records.values() for r in rs]
+    if not runs or not all(r.summary.get("diagnostics_after") for r in runs):
+        return ""
+    heldout = all("eval_heldout_reward_after" in r.summary for r in runs)
+    header = "| arm |" + (" held-out reward model |" if heldout else "")
+    header += "".join(f" {name} |" for _, name, _ in _DIAGNOSTIC_COLUMNS)
+
+    def row(label: str, group: list[RunRecord], when: str) -> str:
+        cells = [label]
+        if heldout:
+            cells.append(
+                f"{np.mean([r.summary[f'eval_heldout_reward_{when}'] for r in group]):+.3f}"
+            )
+        for key, _, digits in _DIAGNOSTIC_COLUMNS:
+            values = [r.summary[f"diagnostics_{when}"].get(key) for r in group]
+            present = [v for v in values if v is not None]
+            cells.append(f"{np.mean(present):.{digits}f}" if present else "")
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [header, separator(header), row("before training (every run)", runs, "before")]
+    lines += [row(labels.get(arm, arm), rs, "after") for arm, rs in records.items()]
+    return "\n".join(lines)
+
+
 def runs_table(records: Mapping[str, list[RunRecord]], labels: Mapping[str, str]) -> str:
     """One row per run (± is the evaluation's standard error); "re-evaluated" is the final
     policy's reward in ``BASE_EVAL``."""
@@ -264,6 +302,22 @@ def figure(records: Mapping[str, list[RunRecord]], path: Path, labels: Mapping[s
     plt.close(fig)
 
 
+def _diagnostics_part(
+    records: Mapping[str, list[RunRecord]], labels: Mapping[str, str]
+) -> list[str]:
+    table = diagnostics_table(records, labels)
+    if not table:
+        return []
+    return [
+        "Over-optimisation diagnostics of the final evaluation, means over seeds "
+        "([diagnostics.md](diagnostics.md) defines them; the held-out reward model scores "
+        "the same samples and is never trained on):",
+        "",
+        table,
+        "",
+    ]
+
+
 def report(
     records: Mapping[str, list[RunRecord]],
     *,
@@ -303,6 +357,7 @@ def report(
         "",
         reading(stats, labels),
         "",
+        *_diagnostics_part(records, labels),
         reproduction(records),
         "",
         f"![held-out reward and KL against generated tokens]({figure_path.name})",

@@ -22,6 +22,7 @@ compare = load_script("compare")
 def fake_run(
     folder: Path, arm: str, seed: int, after: float, kl: float, *, base_kl: float | None = None,
     algorithm: str = "ppo", model: str = "default", wall: float | None = None,
+    diagnostics: dict[str, float] | None = None,
 ) -> Path:  # fmt: skip
     run = folder / arm / f"rlm_Sentiment-v0__{arm}__{seed}__0"
     run.mkdir(parents=True)
@@ -32,6 +33,11 @@ def fake_run(
         "eval_reward_sem_before": 0.04, "eval_reward_sem_after": 0.05,
         "generated_tokens": 9000 + seed, "wall_time_s": 100.0 * seed if wall is None else wall,
     }  # fmt: skip
+    if diagnostics is not None:  # and a held-out reward model of 0.2 before, after - 0.1 after
+        summary.update(
+            diagnostics_before={k: 0.5 for k in diagnostics}, diagnostics_after=diagnostics,
+            eval_heldout_reward_before=0.2, eval_heldout_reward_after=after - 0.1,
+        )  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
     rows = [{"step": 0, "eval/reward_mean": 0.1, "eval/kl": 0.0}]
     rows += [{"step": 30, "perf/tokens": 9000 + seed, "eval/reward_mean": after, "eval/kl": kl}]
@@ -97,6 +103,24 @@ def test_report_adds_the_kl_to_the_base_model_once_every_run_has_it(tmp_path):
     table = [x for x in text.splitlines() if x.startswith("| arm | seeds |")][0]
     separator = text.splitlines()[text.splitlines().index(table) + 1]
     assert separator.count("---") == table.count("|") - 1
+
+
+def test_report_tables_the_diagnostics_and_the_heldout_reward_model(tmp_path):
+    runs = tmp_path / "compare"
+    for seed in (1, 2):
+        fake_run(runs, "ppo", seed, 0.5, 10.0, diagnostics={"eval/distinct_1": 0.3 + 0.1 * seed})
+        fake_run(runs, "sb3_ppo", seed, 0.3, 2.0, algorithm="sb3",
+                 diagnostics={"eval/distinct_1": 0.9, "eval/heldout_gap": -1.0})  # fmt: skip
+    text = report(runs, "--arms", "ppo", "sb3_ppo")
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| arm | held-out reward model |"))
+    assert header.split(" | ")[2:4] == ["distinct-1", "distinct-2"]
+    start = lines.index(header)
+    assert lines[start + 2].startswith("| before training (every run) | +0.200 | 0.500 |")
+    # The means over seeds: distinct-1 (0.4 + 0.5) / 2; a diagnostic not logged is blank.
+    assert lines[start + 3].startswith("| PPO (rlm) | +0.400 | 0.450 |  |")
+    assert lines[start + 4].startswith("| PPO (SB3, token-level) | +0.200 | 0.900 |")
+    assert lines[start + 4].endswith("| -1.00 |")
 
 
 def test_report_leaves_the_column_out_while_a_run_lacks_it(tmp_path):
