@@ -1,6 +1,6 @@
 """Scaling on CPU, measured: processes, and model size.
 
-    python scripts/benchmark_scaling.py --output docs/scaling_measured.md   # ~20 min, 2 cores
+    python scripts/benchmark_scaling.py --output scaling.md   # ~13 min on 2 cores
     python scripts/benchmark_scaling.py --tiny --model <folder>           # the test's
 
 1. **Processes**: PPO and GRPO on the default task, one process with ``--cores`` threads
