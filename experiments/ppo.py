@@ -63,8 +63,7 @@ class PPO(Algorithm):
         self.settings.validate(settings.batch_size)
 
     def memory_advice(self, settings: RunSettings) -> list[str]:
-        minibatch = settings.batch_size // self.settings.minibatches
-        forward = self.settings.forward_batch_size or minibatch
+        forward = self.settings.forward_batch(settings.batch_size)
         return [
             f"raise --minibatches (now {self.settings.minibatches}) or --grad-accum (now "
             f"{self.settings.grad_accum}): fewer episodes in each backward pass",

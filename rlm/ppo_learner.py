@@ -148,7 +148,7 @@ class PPOLearner:
         )  # fmt: skip
         scored = score_episodes(
             actor_critic, episodes, temperature=temperature,
-            micro_batch_size=settings.forward_batch_size or len(episodes) // settings.minibatches,
+            micro_batch_size=settings.forward_batch(len(episodes)),
         )  # fmt: skip
         advantages = compute_advantages(scored, self.kl_controller.value, settings)
 

@@ -95,6 +95,10 @@ class PPOSettings:
                 f"--grad-accum ({self.minibatches} x {self.grad_accum})"
             )
 
+    def forward_batch(self, batch_size: int) -> int:
+        """Episodes in each pass without gradients, for a batch of ``batch_size``."""
+        return self.forward_batch_size or batch_size // self.minibatches
+
     def kl_controller(self) -> FixedKLController | AdaptiveKLController:
         """A fresh KL coefficient controller as configured."""
         if self.adaptive_kl:
