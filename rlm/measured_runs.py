@@ -33,6 +33,8 @@ SHAPES = {
     "0.5b": (896, 24, 14, 2, 4864),  # Qwen2.5-0.5B
     "1.5b": (1536, 28, 12, 2, 8960),  # Qwen2.5-1.5B
 }
+TINY_SHAPES = {"360m": (64, 2, 4, 2, 128), "0.5b": (96, 3, 4, 2, 192), "1.5b": (128, 3, 4, 2, 256)}
+"""Stand-ins of :data:`SHAPES` a few layers deep, for the scripts' own tests."""
 
 
 def random_model(shape: tuple[int, int, int, int, int], tokenizer_from: str, folder: Path) -> Path:

@@ -29,10 +29,8 @@ import torch
 import transformers
 import tyro
 
-from rlm.measured_runs import SHAPES, case_flags, random_model, run_case
+from rlm.measured_runs import SHAPES, TINY_SHAPES, case_flags, random_model, run_case
 from rlm.models import resolve_model_path
-
-TINY_SHAPES = {"360m": (64, 2, 4, 2, 128), "0.5b": (96, 3, 4, 2, 192)}
 
 
 @dataclass

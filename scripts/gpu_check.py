@@ -28,14 +28,12 @@ import torch
 import tyro
 
 from rlm.files import write_json
-from rlm.measured_runs import SHAPES, case_flags, random_model, run_case
+from rlm.measured_runs import SHAPES, TINY_SHAPES, case_flags, random_model, run_case
 from rlm.models import resolve_model_path
 
 # Dense bfloat16 peak of the GPUs this is likely to meet, FLOP/s (the vendors' figures).
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12,
                    "L4": 121e12, "A10": 125e12}  # fmt: skip
-
-TINY_SHAPES = {"0.5b": (64, 2, 4, 2, 128), "1.5b": (96, 3, 4, 2, 192)}
 
 
 @dataclass
@@ -94,7 +92,7 @@ def main(config: Config) -> list[dict[str, Any]]:
     if config.tiny:
         config.batch_size, config.max_new_tokens = 4, 6
     model = str(resolve_model_path(config.model))
-    shapes = TINY_SHAPES if config.tiny else {size: SHAPES[size] for size in ("0.5b", "1.5b")}
+    shapes = {size: (TINY_SHAPES if config.tiny else SHAPES)[size] for size in ("0.5b", "1.5b")}
     cases: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         work = Path(scratch)
