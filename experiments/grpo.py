@@ -27,6 +27,8 @@ from typing import Annotated, Any, Literal
 import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
+from rlm.env import TextEnv
+from rlm.errors import ConfigError
 from rlm.runner import Run, run_experiment
 from rlm.scripting import run_cli
 from rlm.settings import RunSettings
@@ -64,6 +66,7 @@ class GRPO(TRLAlgorithm):
     """TRL's GRPOTrainer on the runner's policy, environment and reward."""
 
     name = "grpo"
+    samples_with_vllm = True
 
     def __init__(self, settings: GRPOSettings) -> None:
         super().__init__()
@@ -72,6 +75,13 @@ class GRPO(TRLAlgorithm):
 
     def validate(self, settings: RunSettings) -> None:
         self.settings.validate(settings)
+
+    def prepare(self, env: TextEnv, settings: RunSettings) -> None:
+        if env.multi_turn and settings.use_vllm:
+            raise ConfigError(
+                f"{env.env_id} is multi-turn: GRPO plays it through rlm's rollout "
+                "(rollout_func), which TRL's vLLM engine does not sample; drop --use-vllm"
+            )
 
     def build_trainer(self, run: Run) -> Any:
         from trl import GRPOConfig, GRPOTrainer  # imported here: a second of start-up for --help

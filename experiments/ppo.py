@@ -20,6 +20,7 @@ checkpoints/ and the trained policy in policy/.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,6 +29,7 @@ import torch
 import tyro
 
 import envs  # noqa: F401  (registers the rlm/ environments)
+from rlm.errors import ConfigError
 from rlm.models import load_pretrained, resolve_model_path
 from rlm.policy import ActorCritic, check_same_tokenizer
 from rlm.ppo_learner import Optimization, PPOLearner
@@ -35,6 +37,7 @@ from rlm.ppo_update import PPOSettings
 from rlm.runner import Algorithm, Run, run_experiment
 from rlm.scripting import run_cli
 from rlm.settings import RunSettings
+from rlm.vllm_engine import VLLMSampler
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -55,12 +58,18 @@ class PPO(Algorithm):
     """rlm's PPO: one :class:`PPOLearner` iteration per step."""
 
     name = "ppo"
+    samples_with_vllm = True
 
     def __init__(self, settings: PPOSettings) -> None:
         self.settings = settings
 
     def validate(self, settings: RunSettings) -> None:
         self.settings.validate(settings.batch_size)
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            raise ConfigError(
+                "rlm's PPO does not run under DeepSpeed (its rollout and checkpoints gather "
+                "FSDP's shards only): launch it with configs/accelerate/fsdp.yaml"
+            )
 
     def memory_advice(self, settings: RunSettings) -> list[str]:
         forward = self.settings.forward_batch(settings.batch_size)
@@ -88,6 +97,17 @@ class PPO(Algorithm):
             )
         return ActorCritic(policy, value_model)
 
+    def sampler(self, run: Run) -> VLLMSampler | None:
+        """With --use-vllm, an engine on this process's GPU loaded from the start model."""
+        settings = run.settings
+        if not settings.use_vllm:
+            return None
+        return VLLMSampler.for_model(
+            resolve_model_path(settings.model), seed=settings.seed + run.state.process_index,
+            gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+            dtype=str(settings.weights_dtype).removeprefix("torch."),
+        )  # fmt: skip
+
     def train(self, run: Run) -> None:
         settings = run.settings
         learner = PPOLearner(
@@ -97,6 +117,7 @@ class PPO(Algorithm):
                 schedule=settings.lr_schedule, max_grad_norm=settings.max_grad_norm,
             ),
             generation=settings.generation, prompt_format=run.prompt_format, seed=settings.seed,
+            sampler=self.sampler(run), mixed_precision=settings.mixed_precision,
         )  # fmt: skip
         if run.checkpoint is not None:
             learner.load(run.checkpoint)

@@ -64,6 +64,7 @@ class RLOO(TRLAlgorithm):
     """TRL's RLOOTrainer on the runner's policy, environment and reward."""
 
     name = "rloo"
+    samples_with_vllm = True
 
     def __init__(self, settings: RLOOSettings) -> None:
         super().__init__()

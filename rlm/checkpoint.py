@@ -39,6 +39,13 @@ from safetensors.torch import load_file, save_file
 from rlm.errors import ConfigError
 from rlm.files import manifest, manifest_problem, write_json
 from rlm.policy import ActorCritic
+from rlm.sharding import (
+    load_optimizer_state,
+    load_whole_state,
+    save_pretrained_policy,
+    whole_optimizer_state,
+    whole_state_dict,
+)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 RUN_STATE = "run_state.json"
@@ -128,11 +135,9 @@ def find_resume_checkpoint(folder: Path) -> tuple[Path | None, list[tuple[Path, 
     return None, skipped
 
 
-def _trainable_state(model: ActorCritic) -> dict[str, torch.Tensor]:
+def _trainable(model: ActorCritic, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {
-        k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in trainable
-    }
+    return {k: v.detach().contiguous().cpu() for k, v in state.items() if k in trainable}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -170,12 +175,15 @@ def save_training_state(
     """Write the model's trainable tensors, the optimizer, the schedule and every
     process's RNG states into ``folder``."""
     accelerator.wait_for_everyone()
+    # Every process takes part in gathering a sharded model's tensors; the main one writes.
+    state = whole_state_dict(model)
+    optimizer_state = whole_optimizer_state(model, optimizer)
     if accelerator.is_main_process:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        model.policy.save_pretrained(str(folder / "policy"))
-        save_file(_trainable_state(model), folder / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        save_pretrained_policy(model, folder / "policy", state)
+        save_file(_trainable(model, state), folder / "trainable.safetensors")
+        torch.save(optimizer_state, folder / "optimizer.pt")
         (folder / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
     accelerator.wait_for_everyone()
     rng_file = folder / f"rng_state_{accelerator.process_index}.json"
@@ -194,7 +202,7 @@ def load_training_state(
     # Read on the CPU ("cpu:0", a multi-process CPU run's device, is no device to
     # safetensors): load_state_dict copies each tensor to its parameter's device.
     tensors = load_file(folder / "trainable.safetensors")
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing, unexpected = load_whole_state(model, tensors)
     if unexpected:
         raise RuntimeError(f"checkpoint {folder} holds unknown tensors: {unexpected[:3]}")
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -205,7 +213,7 @@ def load_training_state(
         optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True)
     except pickle.UnpicklingError:
         raise unsafe_pickle_error(folder / "optimizer.pt") from None
-    optimizer.load_state_dict(optimizer_state)
+    load_optimizer_state(model, optimizer, optimizer_state)
     scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
     rng_file = folder / f"rng_state_{accelerator.process_index}.json"
     if rng_file.exists():

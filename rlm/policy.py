@@ -122,6 +122,12 @@ class ActorCritic(nn.Module):
         if reference is not None:
             reference.eval().requires_grad_(False)
         object.__setattr__(self, "_reference", reference)
+        # What accelerate's FSDP shards one unit at a time (its TRANSFORMER_BASED_WRAP reads
+        # this from the model it prepares): the trunks' decoder layers.
+        self._no_split_modules = sorted(
+            {name for trunk in (policy, value_model) if trunk is not None
+             for name in _base_model(trunk)._no_split_modules or ()}
+        )  # fmt: skip
 
     def forward(
         self,
@@ -182,11 +188,9 @@ class ActorCritic(nn.Module):
         """Turn on activation checkpointing in the policy's trunk and the critic's
         (transformers' own; it applies only to passes with gradients)."""
         for model in (self.policy, self.value_model):
-            base = model.get_base_model() if isinstance(model, PeftModel) else model
-            if base is not None:
-                assert isinstance(base, PreTrainedModel)
+            if model is not None:
                 # Non-reentrant: an adapter's inputs need not require gradients.
-                base.activation_checkpointing_enable({"use_reentrant": False})
+                _base_model(model).activation_checkpointing_enable({"use_reentrant": False})
 
     @torch.no_grad()
     def reference_next_token_logits(
@@ -238,6 +242,13 @@ def next_token_logits(
         position_ids=position_ids_from(attention_mask), use_cache=False,
     ).last_hidden_state[:, -1]  # fmt: skip
     return model.get_output_embeddings()(hidden).float() / temperature
+
+
+def _base_model(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
+    """The transformers model itself, under a peft adapter or not."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    assert isinstance(base, PreTrainedModel)
+    return base
 
 
 def check_same_tokenizer(policy_vocab: int, other_vocab: int, what: str = "value model") -> None:

@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from rlm.checkpoint import load_training_state, save_training_state
@@ -51,6 +52,8 @@ from rlm.rollout import (
     rollout_seed,
     score_episodes,
 )
+from rlm.samplers import HFSampler, Sampler
+from rlm.sharding import full_weights
 
 _STATE_FILE = "ppo_state.json"
 
@@ -88,6 +91,9 @@ class PPOLearner:
         generation: how completions are sampled.
         prompt_format: how observations become the policy's text.
         seed: the run's seed; rollout seeds derive from it, the iteration and the process.
+        sampler: what samples the rollouts (default: the policy's ``generate``); told of
+            every update, and synced before every rollout.
+        mixed_precision: ``"bf16"``: the passes under bfloat16 autocast (accelerate's).
     """
 
     def __init__(
@@ -100,6 +106,8 @@ class PPOLearner:
         generation: GenerationSettings,
         prompt_format: PromptFormat,
         seed: int,
+        sampler: Sampler | None = None,
+        mixed_precision: Literal["no", "bf16"] = "no",
     ) -> None:
         self.settings = settings
         self.optimization = optimization
@@ -107,10 +115,15 @@ class PPOLearner:
         self.generation = generation
         self.prompt_format = prompt_format
         self.seed = seed
+        # accelerate keeps one configuration per process; this learner's (its mixed
+        # precision) replaces an earlier one's, as transformers' Trainer does for its own.
+        # The processes' connection (PartialState) stays.
+        AcceleratorState._reset_state()
         # cpu=True is what makes accelerate pick gloo for several CPU processes (torchrun).
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=settings.grad_accum, cpu=not torch.cuda.is_available()
-        )
+            gradient_accumulation_steps=settings.grad_accum, cpu=not torch.cuda.is_available(),
+            mixed_precision=mixed_precision,
+        )  # fmt: skip
         trainable = [p for p in actor_critic.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             trainable, lr=optimization.lr, weight_decay=optimization.weight_decay
@@ -123,6 +136,7 @@ class PPOLearner:
         )
         self.model, self.optimizer = self.accelerator.prepare(actor_critic, optimizer)
         self.kl_controller = settings.kl_controller()
+        self.sampler = sampler or HFSampler(actor_critic.policy)
 
     @property
     def actor_critic(self) -> ActorCritic:
@@ -140,16 +154,18 @@ class PPOLearner:
         accelerator, settings = self.accelerator, self.settings
         temperature = self.generation.temperature
         actor_critic = self.actor_critic
-        episodes = collect_episodes(
-            actor_critic, self.tokenizer, envs, generation=self.generation,
-            prompt_format=self.prompt_format,
-            seed=rollout_seed(self.seed, iteration, accelerator.process_index,
-                              accelerator.num_processes, envs.num_envs),
-        )  # fmt: skip
-        scored = score_episodes(
-            actor_critic, episodes, temperature=temperature,
-            micro_batch_size=settings.forward_batch(len(episodes)),
-        )  # fmt: skip
+        with full_weights(self.model):  # a sharded model: gathered once for both phases
+            self.sampler.sync(actor_critic.policy)
+            episodes = collect_episodes(
+                actor_critic, self.tokenizer, envs, generation=self.generation,
+                prompt_format=self.prompt_format, sampler=self.sampler,
+                seed=rollout_seed(self.seed, iteration, accelerator.process_index,
+                                  accelerator.num_processes, envs.num_envs),
+            )  # fmt: skip
+            scored = score_episodes(
+                actor_critic, episodes, temperature=temperature,
+                micro_batch_size=settings.forward_batch(len(episodes)),
+            )  # fmt: skip
         advantages = compute_advantages(scored, self.kl_controller.value, settings)
 
         # Statistics of this batch, over all processes.
@@ -164,6 +180,7 @@ class PPOLearner:
                 settings, temperature=temperature,
                 max_grad_norm=self.optimization.max_grad_norm,
             )  # fmt: skip
+            self.sampler.policy_updated()
         else:
             skipped = settings.epochs * settings.minibatches
             metrics = {"train/skipped_updates": skipped, "perf/time_update": 0.0}
@@ -222,3 +239,4 @@ class PPOLearner:
         )
         state = json.loads((folder / _STATE_FILE).read_text())
         self.kl_controller.load_state_dict(state["kl_controller"])
+        self.sampler.policy_updated()

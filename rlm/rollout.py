@@ -25,8 +25,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rlm.env import TextVectorEnv
-from rlm.errors import DivergedError
 from rlm.policy import ActorCritic
+from rlm.samplers import HFSampler, Sampler
 
 
 @dataclass
@@ -243,14 +243,16 @@ def collect_episodes(
     prompt_format: PromptFormat,
     seed: int | Sequence[int] | None = None,
     options: dict[str, Any] | None = None,
+    sampler: Sampler | None = None,
 ) -> Episodes:
     """Run one episode in each environment of ``envs`` and return them as a batch.
 
-    Each turn, the episodes still running are generated in one batched ``generate`` call
-    (with the KV cache) and all their completions are scored by one ``envs.step``.
+    Each turn, the episodes still running are sampled in one batch (by ``sampler``;
+    default: the policy's ``generate`` with the KV cache) and all their completions are
+    scored by one ``envs.step``.
     """
     timings: dict[str, float] = defaultdict(float)
-    device = next(model.parameters()).device
+    sampler = sampler or HFSampler(model.policy)
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id
     observations, _ = envs.reset(seed=seed, options=options)
@@ -275,35 +277,14 @@ def collect_episodes(
     model.eval()
     while running:
         contexts = [prompt_ids[i] + response_ids[i] for i in running]
-        input_ids = _pad(contexts, pad_id, left=True).to(device)
-        attention_mask = _pad([[1] * len(c) for c in contexts], 0, left=True).to(device)
         start = time.perf_counter()
-        try:
-            output = model.policy.generate(  # type: ignore[operator]
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                max_new_tokens=generation.max_new_tokens,
-                do_sample=True,
-                temperature=generation.temperature,
-                top_k=generation.top_k,
-                top_p=generation.top_p,
-                pad_token_id=pad_id,
-                eos_token_id=sorted(eos_ids),
-                use_cache=True,
-            )
-        except RuntimeError as exc:
-            if "probability tensor contains" not in str(exc):
-                raise
-            raise DivergedError(
-                "the policy's next-token probabilities are not finite (NaN or infinite "
-                "logits): its weights have diverged; start again with a lower --lr"
-            ) from exc
+        sampled = sampler.sample(contexts, generation, eos_ids=eos_ids, pad_id=pad_id)
         timings["generate"] += time.perf_counter() - start
 
         actions: list[str | None] = [None] * n
         ended: dict[int, bool] = {}
         for row, i in enumerate(running):
-            ids, ended[i] = _trim_completion(output[row, input_ids.shape[1] :].tolist(), eos_ids)
+            ids, ended[i] = _trim_completion(sampled[row], eos_ids)
             response_ids[i] += ids
             response_mask[i] += [1] * len(ids)
             text = str(tokenizer.decode(ids, skip_special_tokens=True))

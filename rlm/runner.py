@@ -58,8 +58,16 @@ from rlm.rewards import RewardFunction, TimeLimitedReward
 from rlm.rollout import PromptFormat, make_prompt_format, resolve_prompt_format
 from rlm.run import RunDir, make_run_name, to_plain
 from rlm.scorers import Normalized, make_reward
-from rlm.settings import RunSettings, eval_seed, resolve_dtype
+from rlm.settings import RunSettings, eval_seed
+from rlm.sharding import (
+    check_sharding_launch,
+    full_weights,
+    is_sharded,
+    save_pretrained_policy,
+    whole_state_dict,
+)
 from rlm.tracking import NullTracker, Tracker, tracker_for
+from rlm.vllm_engine import check_vllm_available
 
 
 class Algorithm:
@@ -69,6 +77,8 @@ class Algorithm:
     """Short name: the config section, ``experiments/<name>.py``, ``summary.json``."""
     generates: ClassVar[bool] = True
     """Whether training generates tokens (SFT learns from demonstrations and does not)."""
+    samples_with_vllm: ClassVar[bool] = False
+    """Whether ``--use-vllm`` can sample this algorithm's rollouts."""
 
     @property
     def label(self) -> str:
@@ -99,8 +109,9 @@ class Algorithm:
 
     def save_policy(self, run: Run, folder: Path) -> None:
         """Write the trained policy where ``--model`` can load it (adapter or full model)."""
+        state = whole_state_dict(run.policy) if is_sharded(run.policy) else None
         if run.state.is_main_process:
-            run.policy.policy.save_pretrained(str(folder))
+            save_pretrained_policy(run.policy, folder, state)
             run.tokenizer.save_pretrained(str(folder))
 
 
@@ -219,12 +230,14 @@ class Run:
     def evaluate(self, step: int) -> dict[str, float]:
         """Held-out evaluation on the main process (the others wait); its samples logged."""
         metrics: dict[str, float] = {}
-        if self.state.is_main_process:
-            metrics, rows = self.evaluator(self.policy, self.tokenizer)
-            metrics = with_heldout_gap(metrics, self.eval_before)
-            self.tracker.log_samples(rows, step=step, table_rows=self.settings.samples_logged)
-            self.last_eval = metrics
-            self._sound_alarms(step, metrics)
+        # Every process gathers a sharded model's weights; the main one evaluates.
+        with full_weights(self.policy):
+            if self.state.is_main_process:
+                metrics, rows = self.evaluator(self.policy, self.tokenizer)
+                metrics = with_heldout_gap(metrics, self.eval_before)
+                self.tracker.log_samples(rows, step=step, table_rows=self.settings.samples_logged)
+                self.last_eval = metrics
+                self._sound_alarms(step, metrics)
         self.state.wait_for_everyone()
         return metrics
 
@@ -465,6 +478,13 @@ def _run_experiment(
         raise ConfigError(f"{algorithm.name} generates no tokens: --token-budget does not apply")
     env_id = check_env_id(settings.env_id)  # "module:id" imports module, then the bare id
     resolve_model_path(settings.model)  # fail on a bad path before any slow work
+    check_sharding_launch()
+    if settings.use_vllm:
+        if not algorithm.samples_with_vllm:
+            raise ConfigError(
+                f"{algorithm.name} does not sample with vLLM: --use-vllm is for ppo, grpo and rloo"
+            )
+        check_vllm_available()
     if settings.threads:
         torch.set_num_threads(settings.threads)
 
@@ -476,7 +496,7 @@ def _run_experiment(
     train_envs.set_reward(normalizer or reward)
     state = attempt.state = PartialState(cpu=not torch.cuda.is_available())
     set_seed(settings.seed + state.process_index)
-    dtype = resolve_dtype(settings.dtype)
+    dtype = settings.weights_dtype
     policy: PreTrainedModel | PeftModel
     policy, tokenizer = load_causal_lm(
         settings.model, dtype=dtype, trust_remote_code=settings.trust_remote_code

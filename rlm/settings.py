@@ -157,7 +157,17 @@ class RunSettings:
 
     # --- machine
     dtype: DtypeName = "auto"
-    """Weights' dtype: auto is bfloat16 on a GPU that supports it, float32 on CPU."""
+    """Weights' dtype: auto is bfloat16 on a GPU that supports it, float32 on CPU (and
+    with --mixed-precision bf16, which keeps float32 weights)."""
+    mixed_precision: Literal["no", "bf16"] = "no"
+    """bf16: float32 weights and optimizer state, the forward and backward passes in
+    bfloat16 (autocast). no: every pass in the weights' dtype."""
+    use_vllm: bool = False
+    """Sample training rollouts with a vLLM engine on this process's GPU (PPO: rlm's
+    engine, its weights pushed after each update; GRPO, RLOO: TRL's). Needs a GPU and
+    pip install -e '.[vllm]'."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """Share of the GPU's memory the vLLM engine may take (weights and KV cache)."""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
 
@@ -168,12 +178,25 @@ class RunSettings:
             at_least_one=["steps", "token_budget", "batch_size", "max_new_tokens", "eval_every",
                           "eval_prompts", "eval_batch_size", "checkpoint_every", "lora_r",
                           "lora_alpha", "stop_after", "threads", "max_skipped_steps"],
-            positive=["lr", "temperature", "reward_clip", "max_grad_norm", "reward_timeout"],
+            positive=["lr", "temperature", "reward_clip", "max_grad_norm", "reward_timeout",
+                      "vllm_gpu_memory_utilization"],
             non_negative=["weight_decay", "top_k", "samples_logged"],
         )  # fmt: skip
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.mixed_precision == "bf16" and self.dtype == "bfloat16":
+            raise ConfigError(
+                f"--mixed-precision bf16 keeps float32 weights: it does not go with --dtype "
+                f"{self.dtype} (use --dtype float32 or auto)"
+            )
+        if self.vllm_gpu_memory_utilization > 1:
+            raise ConfigError("--vllm-gpu-memory-utilization is a share of the GPU: at most 1")
         self.alarms.validate()
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype the model's weights are loaded in (float32 under mixed precision)."""
+        return torch.float32 if self.mixed_precision == "bf16" else resolve_dtype(self.dtype)
 
     @property
     def generation(self) -> GenerationSettings:

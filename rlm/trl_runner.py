@@ -43,7 +43,7 @@ from rlm.errors import ConfigError
 from rlm.policy import peft_quietly
 from rlm.processes import all_processes_sum
 from rlm.runner import Algorithm, Run
-from rlm.settings import RunSettings, resolve_dtype
+from rlm.settings import RunSettings
 from rlm.trl_adapters import EnvReward, EnvRollout, EpisodeReward, TokenCounter
 from rlm.validation import check_ranges
 
@@ -107,7 +107,8 @@ def trainer_arguments(
         "weight_decay": settings.weight_decay,
         "max_grad_norm": settings.max_grad_norm,
         _CHECKPOINTING_FLAG: False,
-        "bf16": resolve_dtype(settings.dtype) == torch.bfloat16,
+        # bfloat16 weights, or float32 ones under bfloat16 autocast (--mixed-precision bf16)
+        "bf16": settings.weights_dtype == torch.bfloat16 or settings.mixed_precision == "bf16",
         "fp16": False,
         "use_cpu": not torch.cuda.is_available(),
         "logging_steps": 1,
@@ -119,8 +120,14 @@ def trainer_arguments(
 
 
 def sampling_arguments(settings: RunSettings, group: GroupSettings) -> dict[str, Any]:
-    """``GRPOConfig``/``RLOOConfig`` arguments: sampling, groups, KL weight, clipping."""
+    """``GRPOConfig``/``RLOOConfig`` arguments: sampling, groups, KL weight, clipping, and
+    TRL's own colocated vLLM engine with ``--use-vllm``."""
+    engine = {
+        "use_vllm": True, "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": settings.vllm_gpu_memory_utilization,
+    } if settings.use_vllm else {}  # fmt: skip
     return {
+        **engine,
         "num_generations": group.num_generations,
         "max_completion_length": settings.max_new_tokens,
         "temperature": settings.temperature,

@@ -35,7 +35,6 @@ from rlm.rollout import make_prompt_format, resolve_prompt_format
 from rlm.runner import make_evaluator, make_rewards
 from rlm.saved_runs import SavedRun
 from rlm.scripting import run_cli
-from rlm.settings import resolve_dtype
 from rlm.validation import check_ranges
 
 
@@ -68,7 +67,7 @@ def main(config: Config) -> dict[str, Any]:
     env_id = check_env_id(settings.env_id)
     if config.threads:
         torch.set_num_threads(config.threads)
-    dtype = resolve_dtype(settings.dtype)  # the run's, so that its samples repeat
+    dtype = settings.weights_dtype  # the run's, so that its samples repeat
     policy, tokenizer = saved.load_policy(dtype)
     reference, _ = load_causal_lm(config.reference or saved.model, dtype=dtype)
     model = ActorCritic(policy, reference=reference).eval()

@@ -12,11 +12,13 @@ second, the share of a step spent generating, the peak GPU memory, and for PPO t
 update's model FLOP utilisation. The steps timed are those after the first (warm-up)
 and before the last (which evaluates).
 
-vLLM rollouts are not part of rlm yet; the file says so instead of timing them.
+With vLLM installed (``pip install -e '.[vllm]'``), PPO and GRPO on the default model run
+once more with ``--use-vllm``; without it, the file says that no vLLM case ran.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import tempfile
@@ -34,6 +36,9 @@ from rlm.models import resolve_model_path
 # Dense bfloat16 peak of the GPUs this is likely to meet, FLOP/s (the vendors' figures).
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12,
                    "L4": 121e12, "A10": 125e12}  # fmt: skip
+
+
+VLLM_INSTALLED = importlib.util.find_spec("vllm") is not None
 
 
 @dataclass
@@ -66,6 +71,8 @@ def run(name: str, algorithm: str, model: str, config: Config, output_dir: Path)
     )  # fmt: skip
     if algorithm == "grpo":
         flags += ["--num-generations", "4"]
+    if name.endswith("-vllm"):
+        flags += ["--use-vllm"]
     if algorithm == "sft":
         flags += ["--max-examples", str(config.batch_size * config.steps)]
     case = run_case(name, algorithm, model, flags, output_dir, timeout=config.case_timeout)
@@ -97,6 +104,8 @@ def main(config: Config) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         work = Path(scratch)
         plan = [(f"{algo}-default", algo, model) for algo in ("ppo", "grpo", "sft")]
+        if VLLM_INSTALLED:
+            plan += [(f"{algo}-default-vllm", algo, model) for algo in ("ppo", "grpo")]
         for size, shape in shapes.items():
             if config.cases and f"ppo-random-{size}" not in config.cases:
                 continue
@@ -111,7 +120,8 @@ def main(config: Config) -> list[dict[str, Any]]:
     summary = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "tiny": config.tiny, "cases": cases,
-        "vllm": "not part of rlm yet: no vLLM case was run",
+        "vllm": "installed: the -vllm cases sample with it" if VLLM_INSTALLED
+        else "not installed (pip install -e '.[vllm]'): no vLLM case was run",
         "passed": all(case["passed"] for case in cases),
     }  # fmt: skip
     write_json(config.output, summary)

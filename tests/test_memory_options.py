@@ -103,3 +103,30 @@ def test_ppo_forward_batch_size_splits_the_passes_without_gradients(tiny_model_p
     assert [row.keys() for row in rows] == [row.keys() for row in expected]
     for row, want in zip(rows, expected, strict=True):  # (padding differs between passes)
         assert row == pytest.approx(want, rel=1e-4, abs=1e-6), row["step"]
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_mixed_precision_runs_the_update_in_bfloat16_over_float32_weights(
+    algorithm, tiny_model_path, tmp_path
+):
+    def update_passes(folder: Path, **settings: object) -> set[tuple[torch.dtype, torch.dtype]]:
+        """(output, weight) dtypes of the decoder layers' MLPs in passes with gradients."""
+        seen: set[tuple[torch.dtype, torch.dtype]] = set()
+
+        def record(module: torch.nn.Module, args: object, output: object) -> None:
+            if type(module).__name__.endswith("MLP") and torch.is_grad_enabled():
+                assert isinstance(output, torch.Tensor)
+                seen.add((output.dtype, next(module.parameters()).dtype))
+
+        hook = torch.nn.modules.module.register_module_forward_hook(record)
+        try:
+            _layer_parts_run(algorithm, tiny_model_path, folder, **settings)
+        finally:
+            hook.remove()
+        return seen
+
+    assert update_passes(tmp_path / "plain") == {(torch.float32, torch.float32)}
+    mixed = update_passes(tmp_path / "mixed", mixed_precision="bf16")
+    assert mixed == {(torch.bfloat16, torch.float32)}
+    run = only_run(tmp_path / "mixed")
+    assert read_json(run / "meta.json")["status"] == "finished"

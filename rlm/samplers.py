@@ -1,0 +1,104 @@
+"""What samples a turn's completions for the rollout: the policy's own ``generate``, or an
+inference engine (:mod:`rlm.vllm_engine`).
+
+A sampler takes the token ids of the episodes' contexts and returns, for each, the ids it
+sampled after it, cut or not at an end-of-text. Everything else, from trimming at the
+first end-of-text to the log-probs the losses use (recomputed by the training model in
+:func:`rlm.rollout.score_episodes`), is the rollout's, so every sampler yields the same
+kind of episodes.
+
+Example:
+    >>> sampler = HFSampler(actor_critic.policy)  # doctest: +SKIP
+    >>> sampler.sample([[1, 2, 3]], GenerationSettings(8), eos_ids={2}, pad_id=0)  # doctest: +SKIP
+    [[17, 5, 2]]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
+
+from rlm.errors import DivergedError
+
+if TYPE_CHECKING:
+    from rlm.rollout import GenerationSettings
+
+
+class Sampler(Protocol):
+    """Samples completions of token-id contexts (one completion each)."""
+
+    def sample(
+        self,
+        contexts: list[list[int]],
+        generation: GenerationSettings,
+        *,
+        eos_ids: set[int],
+        pad_id: int,
+    ) -> list[list[int]]:
+        """The ids sampled after each context: at most ``generation.max_new_tokens``,
+        possibly followed by padding after an end-of-text."""
+        ...
+
+    def policy_updated(self) -> None:
+        """The policy's weights changed (an update, a checkpoint loaded)."""
+        ...
+
+    def sync(self, policy: PreTrainedModel | PeftModel) -> None:
+        """Make the weights it samples with the policy's (before a rollout; every process)."""
+        ...
+
+
+def left_padded(rows: list[list[int]], value: int) -> torch.Tensor:
+    """``rows`` as one tensor, padded on the left with ``value``."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([[value] * (width - len(r)) + r for r in rows], dtype=torch.long)
+
+
+class HFSampler:
+    """transformers' ``generate`` on the policy itself, batched, with the KV cache."""
+
+    def __init__(self, policy: PreTrainedModel | PeftModel) -> None:
+        self.policy = policy
+
+    def policy_updated(self) -> None:
+        """Nothing to do: it samples with the policy itself."""
+
+    def sync(self, policy: PreTrainedModel | PeftModel) -> None:
+        """Nothing to do: it samples with the policy itself."""
+
+    @torch.no_grad()
+    def sample(
+        self,
+        contexts: list[list[int]],
+        generation: GenerationSettings,
+        *,
+        eos_ids: set[int],
+        pad_id: int,
+    ) -> list[list[int]]:
+        device = next(self.policy.parameters()).device
+        input_ids = left_padded(contexts, pad_id).to(device)
+        attention_mask = left_padded([[1] * len(c) for c in contexts], 0).to(device)
+        try:
+            output = self.policy.generate(  # type: ignore[operator]
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=generation.max_new_tokens,
+                do_sample=True,
+                temperature=generation.temperature,
+                top_k=generation.top_k,
+                top_p=generation.top_p,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(eos_ids),
+                use_cache=True,
+            )
+        except RuntimeError as exc:
+            if "probability tensor contains" not in str(exc):
+                raise
+            raise DivergedError(
+                "the policy's next-token probabilities are not finite (NaN or infinite "
+                "logits): its weights have diverged; start again with a lower --lr"
+            ) from exc
+        return output[:, input_ids.shape[1] :].tolist()
