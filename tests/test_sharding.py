@@ -7,6 +7,7 @@ Run: ``python -m pytest tests/test_sharding.py -q``
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +81,15 @@ def test_a_sharded_runs_optimizer_state_resumes_a_run_that_is_not_sharded():
         assert torch.equal(restored[index]["exp_avg"], saved[index]["exp_avg"])
 
 
+def _tiny_run(algorithm: str, model: Path, folder: Path) -> None:
+    experiment = load_experiment(algorithm)
+    run = RunSettings(
+        model=str(model), steps=1,
+        tracking=TrackingSettings(output_dir=folder, wandb="disabled", tensorboard=False),
+    )  # fmt: skip
+    experiment.main(experiment.Config(run=run))
+
+
 @pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
 def test_an_fsdp_or_deepspeed_launch_without_a_gpu_is_refused(
     monkeypatch, tiny_model_path, tmp_path, variable
@@ -87,22 +97,12 @@ def test_an_fsdp_or_deepspeed_launch_without_a_gpu_is_refused(
     check_sharding_launch(has_gpu=False)  # a plain launch: nothing to refuse
     monkeypatch.setenv(variable, "true")
     check_sharding_launch(has_gpu=True)
-    experiment = load_experiment("grpo")
-    run = RunSettings(
-        model=str(tiny_model_path), steps=1,
-        tracking=TrackingSettings(output_dir=tmp_path, wandb="disabled", tensorboard=False),
-    )  # fmt: skip
     with pytest.raises(ConfigError, match="only on GPUs.*cpu_ddp.yaml"):
-        experiment.main(experiment.Config(run=run))
+        _tiny_run("grpo", tiny_model_path, tmp_path)
     assert not list(tmp_path.iterdir())  # refused before any run folder was written
 
 
 def test_ppo_refuses_a_deepspeed_launch_and_names_fsdp(monkeypatch, tiny_model_path, tmp_path):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    experiment = load_experiment("ppo")
-    run = RunSettings(
-        model=str(tiny_model_path), steps=1,
-        tracking=TrackingSettings(output_dir=tmp_path, wandb="disabled", tensorboard=False),
-    )  # fmt: skip
     with pytest.raises(ConfigError, match="PPO does not run under DeepSpeed.*fsdp.yaml"):
-        experiment.main(experiment.Config(run=run))
+        _tiny_run("ppo", tiny_model_path, tmp_path)

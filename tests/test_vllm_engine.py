@@ -122,21 +122,27 @@ def sampling_params(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", module)
 
 
-def test_ppo_samples_with_the_engine_and_pushes_the_weights_once_after_each_update(
-    tiny_model_path, sampling_params
-):
-    policy = _trained_lora_policy(tiny_model_path)
-    engine = TransformersEngine(tiny_model_path)
+def _learner_with_engine(path: Path) -> tuple[PPOLearner, VLLMSampler, TransformersEngine]:
+    """PPO on a LoRA policy, sampling with an engine that starts with the policy's weights."""
+    policy = _trained_lora_policy(path)
+    engine = TransformersEngine(path)
     engine.load_weights(engine_weights(policy))  # as the run's start model
     engine.loads = 0
     sampler = VLLMSampler(engine, engine.load_weights)
-    _, tokenizer = load_causal_lm(str(tiny_model_path))
+    _, tokenizer = load_causal_lm(str(path))
     learner = PPOLearner(
         ActorCritic(policy), tokenizer, PPOSettings(epochs=1, minibatches=1),
         optimization=Optimization(lr=1e-2, total_steps=3),
         generation=GenerationSettings(max_new_tokens=5), prompt_format=PlainFormat(), seed=0,
         sampler=sampler,
     )  # fmt: skip
+    return learner, sampler, engine
+
+
+def test_ppo_samples_with_the_engine_and_pushes_the_weights_once_after_each_update(
+    tiny_model_path, sampling_params
+):
+    learner, sampler, engine = _learner_with_engine(tiny_model_path)
     train_envs = make_text_vector_env("rlm/Sentiment-v0", 3, split="train")
     loads = []
     for iteration in range(3):
@@ -151,20 +157,11 @@ def test_ppo_samples_with_the_engine_and_pushes_the_weights_once_after_each_upda
     # The run's sampling settings reached the engine (top-k 0: vLLM's -1, off).
     params = engine.params[-1]
     assert (params.max_tokens, params.temperature, params.top_k, params.n) == (5, 1.0, -1, 1)
-    assert tokenizer.eos_token_id in params.stop_token_ids
+    assert learner.tokenizer.eos_token_id in params.stop_token_ids
 
 
 def test_a_checkpoint_loaded_marks_the_engines_weights_stale(tiny_model_path, tmp_path):
-    policy = _trained_lora_policy(tiny_model_path)
-    engine = TransformersEngine(tiny_model_path)
-    sampler = VLLMSampler(engine, engine.load_weights)
-    _, tokenizer = load_causal_lm(str(tiny_model_path))
-    learner = PPOLearner(
-        ActorCritic(policy), tokenizer, PPOSettings(epochs=1, minibatches=1),
-        optimization=Optimization(lr=1e-2, total_steps=1),
-        generation=GenerationSettings(max_new_tokens=5), prompt_format=PlainFormat(), seed=0,
-        sampler=sampler,
-    )  # fmt: skip
+    learner, sampler, _ = _learner_with_engine(tiny_model_path)
     learner.save(tmp_path / "checkpoint")
     assert not sampler.stale
     learner.load(tmp_path / "checkpoint")
