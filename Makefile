@@ -12,7 +12,7 @@ else
 TORCH_INSTALL ?= torch>=2.13
 endif
 
-.PHONY: install model browser demo test lint clean
+.PHONY: install model browser demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ browser:
 
 test: model lint browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
+
+# The performance suite: tables printed and written into docs/performance.md (~4 minutes on 2 cores).
+bench: model
+	$(BIN)/python scripts/benchmark.py $(ARGS)
 
 clean:
 	rm -rf $(VENV)

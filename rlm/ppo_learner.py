@@ -210,6 +210,9 @@ class PPOLearner:
                 "perf/time_generate": generate_seconds,
                 "perf/time_score": episodes.timings["score"],
                 "perf/time_forward": scored.forward_seconds,
+                # What the step computed (this process): the benchmark's arithmetic limits.
+                "perf/decode_steps": float(episodes.decode_steps),
+                "perf/context_tokens": float(episodes.attention_mask.sum()),
                 "perf/tokens_per_second": tokens
                 / accelerator.num_processes
                 / max(generate_seconds, 1e-9),

@@ -142,6 +142,8 @@ class Episodes:
     generated no end-of-text)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent generating (``generate``) and in the environment's reward (``score``)."""
+    decode_steps: int = 0
+    """Decoding passes the batched generation made: each turn's longest completion."""
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -272,6 +274,7 @@ def collect_episodes(
     final_infos: list[dict[str, Any]] = [{} for _ in range(n)]
     components: list[dict[str, float]] = [defaultdict(float) for _ in range(n)]
     running = list(range(n))
+    decode_steps = 0
 
     was_training = model.training
     model.eval()
@@ -279,6 +282,7 @@ def collect_episodes(
         contexts = [prompt_ids[i] + response_ids[i] for i in running]
         start = time.perf_counter()
         sampled = sampler.sample(contexts, generation, eos_ids=eos_ids, pad_id=pad_id)
+        decode_steps += max(len(row) for row in sampled)
         timings["generate"] += time.perf_counter() - start
 
         actions: list[str | None] = [None] * n
@@ -343,6 +347,7 @@ def collect_episodes(
         reward_components=[dict(c) for c in components],
         cut=cut,
         timings=dict(timings),
+        decode_steps=decode_steps,
     )
 
 

@@ -40,8 +40,9 @@ def eval_seed(seed: int) -> int:
 
 
 def resolve_dtype(name: DtypeName) -> torch.dtype:
-    """``auto`` is bfloat16 on a GPU that supports it, float32 elsewhere (bf16 matmuls are
-    much slower than float32 on CPUs)."""
+    """``auto`` is bfloat16 on a GPU that supports it, float32 elsewhere: on a CPU a
+    bfloat16 PPO step is slower, even where AMX makes its matmuls several times faster
+    (docs/performance.md)."""
     if name == "bfloat16" or (
         name == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     ):

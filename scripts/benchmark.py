@@ -1,0 +1,262 @@
+"""The performance suite: where a PPO step's time goes against what this machine allows.
+
+    make bench                                   # = python scripts/benchmark.py (~4 minutes here)
+    python scripts/benchmark.py --tiny --model <folder> --output /tmp/performance.md
+
+It prints each table and writes them into ``docs/performance.md`` (between its
+``bench:start`` and ``bench:end`` marks, so the prose around them stays):
+
+1. the machine: its CPU, the versions, and the float32 matmul rate and memory bandwidth
+   measured with the runs' threads;
+2. rlm's default PPO configuration (LoRA, a value head on the policy's trunk) run as a
+   user runs it (``experiments/ppo.py``), per phase: the median seconds of the steps
+   after the first and before the last, the phase's arithmetic limit
+   (:mod:`rlm.arithmetic_limits`) and the share of it reached;
+3. generation: rlm's rollout (the LoRA policy, as PPO samples) against the model's plain
+   ``generate`` on the same prompts, in this process, alternately;
+4. peak resident memory: the PPO run against inference alone (the model loaded and the
+   same batch generated, in a process of its own).
+
+No figure is written by hand: every number comes from this run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+import trl
+import tyro
+
+import envs  # noqa: F401  (registers the environments)
+from rlm.arithmetic_limits import Machine, ModelSize, StepWork, measure_machine, phase_limits
+from rlm.env import make_text_vector_env
+from rlm.files import read_jsonl
+from rlm.measured_runs import PROJECT_DIR, case_flags, run_case
+from rlm.memory import peak_resident_gib
+from rlm.models import load_causal_lm, resolve_model_path
+from rlm.policy import ActorCritic, LoraSettings, add_lora
+from rlm.ppo_update import PPOSettings
+from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes, encode_context
+from rlm.samplers import HFSampler
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+@dataclass
+class Config:
+    model: str = "default"
+    """The policy: 'default', a local folder or a Hub id."""
+    env_id: str = "rlm/Sentiment-v0"
+    """The task whose training prompts are rolled out."""
+    steps: int = 5
+    """PPO steps of the run (the timed ones: all but the first and the last)."""
+    batch_size: int = 16
+    """Episodes per step."""
+    max_new_tokens: int = 32
+    """Tokens per completion at most."""
+    threads: int = 1
+    """torch threads of every run and measurement (one per run, as compared elsewhere)."""
+    repeats: int = 3
+    """Timed repeats of each generation measurement (after a warm-up)."""
+    output: Path = PROJECT_DIR / "docs" / "performance.md"
+    """The file whose bench:start ... bench:end block is replaced (created if missing)."""
+    tiny: bool = False
+    """Tiny budgets: the suite's own check (the tests), not a measurement."""
+    inference_probe: bool = False
+    """(internal) Load the model, generate one batch, print the peak resident GiB."""
+
+
+def prompts_ids(config: Config, tokenizer: Any) -> list[list[int]]:
+    """The token ids of the first training batch's prompts."""
+    envs_ = make_text_vector_env(config.env_id, config.batch_size, split="train")
+    observations, _ = envs_.reset(seed=0)
+    fmt = PlainFormat()
+    return [encode_context(tokenizer, fmt, fmt.first(o), first=True) for o in observations]
+
+
+def inference_probe(config: Config) -> None:
+    """Inference alone: what the memory table compares a training run with."""
+    policy, tokenizer = load_causal_lm(config.model)
+    sampler = HFSampler(policy)
+    eos = {int(tokenizer.eos_token_id)}
+    sampler.sample(prompts_ids(config, tokenizer), GenerationSettings(config.max_new_tokens),
+                   eos_ids=eos, pad_id=tokenizer.pad_token_id)  # fmt: skip
+    print(f"{peak_resident_gib():.4f}")
+
+
+def machine_table(machine: Machine) -> list[str]:
+    return [
+        "| CPU | cores | threads | torch | transformers | trl | float32 matmul GFLOP/s "
+        "| bfloat16 matmul GFLOP/s | memory GB/s |",
+        "| --- " * 9 + "|",
+        f"| {machine.cpu} | {machine.cores} | {machine.threads} | {torch.__version__} "
+        f"| {transformers.__version__} | {trl.__version__} | {machine.matmul_flops / 1e9:.1f} "
+        f"| {machine.bf16_matmul_flops / 1e9:.1f} | {machine.bandwidth / 1e9:.1f} |",
+    ]
+
+
+def ppo_phases(config: Config, machine: Machine, size: ModelSize, work_dir: Path) -> tuple:
+    """Run the default PPO configuration; its phase table and its peak memory."""
+    flags = case_flags(
+        config.model, work_dir, "ppo-default", steps=config.steps,
+        batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+        threads=config.threads,
+    )  # fmt: skip
+    case = run_case("ppo-default", "ppo", config.model, flags, work_dir, timeout=3600)
+    if not case["passed"]:
+        raise SystemExit(f"the PPO run failed:\n{case['failure']}")
+    rows = [r for r in read_jsonl(work_dir / "ppo-default" / "metrics.jsonl") if r["step"] > 0]
+    timed = rows[1:-1] or rows
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in timed)
+
+    episodes = config.batch_size
+    work = StepWork(
+        episodes=episodes, context_tokens=round(median("perf/context_tokens")),
+        completion_tokens=round(median("train/completion_length") * episodes),
+        decode_steps=round(median("perf/decode_steps")), epochs=PPOSettings().epochs,
+    )  # fmt: skip
+    limits = phase_limits(size, machine, work)
+    phases = {
+        "generation": (median("perf/time_generate"), limits["generate"]),
+        "reward": (median("perf/time_score"), None),
+        "forward without gradients": (median("perf/time_forward"), limits["forward"]),
+        "update": (median("perf/time_update"), limits["update"]),
+    }
+    step = median("perf/time_iteration")
+    timed_phases = (
+        "perf/time_generate",
+        "perf/time_score",
+        "perf/time_forward",
+        "perf/time_update",
+    )
+    # Each step's own remainder (a median of differences, not a difference of medians).
+    rest = statistics.median(
+        r["perf/time_iteration"] - sum(r[k] for k in timed_phases) for r in timed
+    )
+    phases["everything else"] = (rest, None)
+    total_limit = sum(limits.values())
+    table = [
+        f"{len(timed)} timed steps of {episodes} episodes, {work.completion_tokens} generated "
+        f"tokens, {work.context_tokens} tokens in all, {work.decode_steps} decoding steps, "
+        f"{work.epochs} epochs; {size.weights / 1e6:.0f}M weights",
+        "",
+        "| phase | seconds | share of the step | arithmetic limit (s) | of the limit reached |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, (seconds, limit) in [*phases.items(), ("step", (step, total_limit))]:
+        limit_cells = f"{limit:#.3g} | {limit / seconds:.0%}" if limit else "- | -"
+        table.append(f"| {name} | {seconds:.2f} | {seconds / step:.0%} | {limit_cells} |")
+    return table, max(r["perf/memory_peak_gib"] for r in rows)
+
+
+def generation_table(config: Config) -> list[str]:
+    """rlm's rollout (LoRA policy) against plain ``generate`` on the same prompts."""
+    plain_model, tokenizer = load_causal_lm(config.model)
+    policy, _ = load_causal_lm(config.model)  # peft adds the adapter into its modules
+    prompts = prompts_ids(config, tokenizer)
+    generation = GenerationSettings(config.max_new_tokens)
+    eos = {int(tokenizer.eos_token_id)}
+    plain = HFSampler(plain_model)
+    actor_critic = ActorCritic(add_lora(policy, LoraSettings()))
+    train_envs = make_text_vector_env(config.env_id, config.batch_size, split="train")
+    rates: dict[str, list[float]] = {"plain": [], "rlm": []}
+    with torch.no_grad():
+        for repeat in range(config.repeats + 1):
+            start = time.perf_counter()
+            rows = plain.sample(prompts, generation, eos_ids=eos, pad_id=tokenizer.pad_token_id)
+            seconds = time.perf_counter() - start
+            tokens = sum(_until_eos(row, eos) for row in rows)
+            episodes = collect_episodes(
+                actor_critic, tokenizer, train_envs, generation=generation,
+                prompt_format=PlainFormat(), seed=0,
+            )  # fmt: skip
+            if repeat:  # the first is a warm-up
+                rates["plain"].append(tokens / seconds)
+                rlm_tokens = float(episodes.action_mask.sum())
+                rates["rlm"].append(rlm_tokens / episodes.timings["generate"])
+    plain_rate, rlm_rate = (statistics.median(rates[k]) for k in ("plain", "rlm"))
+    return [
+        "| sampler | generated tokens/s | vs plain generate |",
+        "| --- | --- | --- |",
+        f"| the model's plain `generate` | {plain_rate:.1f} | 1.00x |",
+        f"| rlm's rollout (LoRA policy, as PPO samples) | {rlm_rate:.1f} "
+        f"| {rlm_rate / plain_rate:.2f}x |",
+    ]
+
+
+def _until_eos(row: list[int], eos: set[int]) -> int:
+    """Tokens of a completion up to and with its first end-of-text."""
+    return next((n + 1 for n, t in enumerate(row) if t in eos), len(row))
+
+
+def memory_table(config: Config, ppo_peak: float) -> list[str]:
+    probe = [sys.executable, __file__, "--inference-probe", "--model", config.model,
+             "--env-id", config.env_id, "--batch-size", str(config.batch_size),
+             "--max-new-tokens", str(config.max_new_tokens)]  # fmt: skip
+    result = subprocess.run(probe, capture_output=True, text=True, cwd=PROJECT_DIR, check=True)
+    inference = float(result.stdout.strip().splitlines()[-1])
+    return [
+        "| process | peak resident memory (GiB) | vs inference |",
+        "| --- | --- | --- |",
+        f"| inference alone (load, generate one batch) | {inference:.2f} | 1.00x |",
+        f"| PPO, LoRA (the run above) | {ppo_peak:.2f} | {ppo_peak / inference:.2f}x |",
+    ]
+
+
+def write_block(path: Path, block: str) -> None:
+    """Put ``block`` between the file's marks (the file and the marks made if missing)."""
+    text = path.read_text() if path.is_file() else ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + START + "\n" + block + "\n" + END + rest.split(END, 1)[1]
+    else:
+        text += f"{START}\n{block}\n{END}\n"
+    path.write_text(text)
+
+
+def main(config: Config) -> str:
+    if config.tiny:
+        config.steps, config.batch_size, config.max_new_tokens, config.repeats = 3, 2, 4, 1
+    config.model = resolve_model_path(config.model)
+    torch.set_num_threads(config.threads)
+    machine = measure_machine(size=256 if config.tiny else 1024)
+    policy, _ = load_causal_lm(config.model)
+    size = ModelSize.of(policy)
+    del policy
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        phases, ppo_peak = ppo_phases(config, machine, size, Path(scratch))
+    sections = {
+        "The machine": machine_table(machine),
+        "PPO, rlm's default configuration, per phase": phases,
+        "Generation": generation_table(config),
+        "Memory": memory_table(config, ppo_peak),
+    }
+    command = " ".join(["python scripts/benchmark.py", *sys.argv[1:]])
+    lines = [f"Measured by `{command}` on {datetime.date.today()}, {machine.threads} "
+             "thread(s) per run and measurement.", ""]  # fmt: skip
+    for title, table in sections.items():
+        lines += [f"### {title}", "", *table, ""]
+    block = "\n".join(lines).rstrip()
+    print(block, flush=True)
+    write_block(config.output, block)
+    return block
+
+
+if __name__ == "__main__":
+    chosen = tyro.cli(Config)
+    if chosen.inference_probe:
+        inference_probe(chosen)
+    else:
+        main(chosen)

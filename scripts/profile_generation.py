@@ -1,0 +1,99 @@
+"""Where generation's time goes: torch.profiler's busiest operators over one batched
+``generate`` of the default model, and the matmul rate at the decoding step's shapes.
+
+    python scripts/profile_generation.py                      # 16 prompts x 32 tokens, 1 thread
+    python scripts/profile_generation.py --model <folder> --batch-size 2 --max-new-tokens 4
+
+The batch is the default task's first training prompts, sampled as PPO samples them
+(:class:`rlm.samplers.HFSampler`), once to warm up and once profiled. The matmul table
+times ``batch x hidden`` inputs against the model's own layer shapes (an MLP projection
+and the vocabulary projection) in float32 and bfloat16: a decoding step multiplies a few
+rows by every weight, and these are the rates it gets. docs/performance.md has what it
+showed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import tyro
+from torch.profiler import ProfilerActivity, profile
+
+import envs  # noqa: F401  (registers the environments)
+from rlm.env import make_text_vector_env
+from rlm.models import load_causal_lm, resolve_model_path
+from rlm.rollout import GenerationSettings, PlainFormat, encode_context
+from rlm.samplers import HFSampler
+
+
+@dataclass
+class Config:
+    model: str = "default"
+    """The model: 'default', a local folder or a Hub id."""
+    env_id: str = "rlm/Sentiment-v0"
+    """The task whose first training prompts are generated from."""
+    batch_size: int = 16
+    """Prompts generated at once."""
+    max_new_tokens: int = 32
+    """Tokens per completion at most."""
+    threads: int = 1
+    """torch threads."""
+    rows: int = 15
+    """Operators shown."""
+
+
+def matmul_rate(rows: int, inner: int, outer: int, dtype: torch.dtype, repeats: int = 20) -> float:
+    """GFLOP/s of a ``rows x inner`` by ``inner x outer`` linear layer (nn.Linear's layout)."""
+    layer = torch.nn.Linear(inner, outer, bias=False).to(dtype)
+    x = torch.randn(rows, inner, dtype=dtype)
+    with torch.no_grad():
+        layer(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            layer(x)
+    return 2 * rows * inner * outer * repeats / (time.perf_counter() - start) / 1e9
+
+
+def main(config: Config) -> str:
+    torch.set_num_threads(config.threads)
+    model, tokenizer = load_causal_lm(resolve_model_path(config.model))
+    train_envs = make_text_vector_env(config.env_id, config.batch_size, split="train")
+    observations, _ = train_envs.reset(seed=0)
+    fmt = PlainFormat()
+    prompts = [encode_context(tokenizer, fmt, fmt.first(o), first=True) for o in observations]
+    sampler, generation = HFSampler(model), GenerationSettings(config.max_new_tokens)
+
+    def generate() -> None:
+        sampler.sample(prompts, generation, eos_ids={int(tokenizer.eos_token_id)},
+                       pad_id=tokenizer.pad_token_id)  # fmt: skip
+
+    generate()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as profiled:
+        generate()
+    table = profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=config.rows)
+    text_config = model.config.get_text_config()
+    hidden, vocab = text_config.hidden_size, text_config.vocab_size
+    shapes = {"MLP projection": text_config.intermediate_size, "vocabulary projection": vocab}
+    lines = [
+        f"{config.batch_size} prompts x {config.max_new_tokens} new tokens, "
+        f"{config.threads} thread(s)",
+        table,
+        "| layer (one decoding step) | shape | float32 GFLOP/s | bfloat16 GFLOP/s |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, outer in shapes.items():
+        rates = [
+            matmul_rate(config.batch_size, hidden, outer, d)
+            for d in (torch.float32, torch.bfloat16)
+        ]
+        lines.append(f"| {name} | {config.batch_size} x {hidden} x {outer} "
+                     f"| {rates[0]:.1f} | {rates[1]:.1f} |")  # fmt: skip
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))

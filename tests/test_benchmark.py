@@ -1,0 +1,76 @@
+"""The performance suite (``make bench``), tiny, and the arithmetic limits it reports.
+
+Run: ``python -m pytest tests/test_benchmark.py -q``
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from rlm.arithmetic_limits import Machine, ModelSize, StepWork, phase_limits
+from rlm.models import load_causal_lm
+from tests.helpers import load_script
+
+MACHINE = Machine(cpu="test", cores=2, threads=1, matmul_flops=60e9, bandwidth=10e9)
+MODEL = ModelSize(trunk=100_000_000, head=30_000_000, bytes_per_weight=4)
+WORK = StepWork(episodes=16, context_tokens=16 * 40, completion_tokens=16 * 32,
+                decode_steps=32, epochs=2)  # fmt: skip
+
+
+def test_the_suite_writes_its_tables_between_the_marks_and_keeps_the_prose(
+    tiny_model_path, tmp_path
+):
+    benchmark = load_script("benchmark")
+    output = tmp_path / "performance.md"
+    output.write_text(f"# Prose before\n\n{benchmark.START}\nold\n{benchmark.END}\n\nProse after\n")
+    block = benchmark.main(benchmark.Config(model=str(tiny_model_path), tiny=True, output=output))
+    text = output.read_text()
+    assert text.startswith("# Prose before") and text.endswith("Prose after\n")
+    assert "old" not in text and block in text
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in block.splitlines()}
+    # Every phase measured, and the step's share of its limit from the phases' limits.
+    for phase in ("generation", "forward without gradients", "update", "step"):
+        seconds, _, limit, reached = rows[phase].split(" | ")[1:5]
+        assert float(seconds) > 0 and float(limit) > 0 and reached.endswith("% |")
+    assert rows["the model's plain `generate`"].endswith("| 1.00x |")
+    assert "inference alone" in block and "PPO, LoRA" in block
+
+
+def test_the_model_size_counts_every_weight_once(tiny_model_path):
+    policy, _ = load_causal_lm(str(tiny_model_path))
+    size = ModelSize.of(policy)
+    total = sum(p.numel() for p in policy.parameters())  # tied weights once
+    embedding = policy.get_input_embeddings().weight
+    tied = embedding is policy.get_output_embeddings().weight
+    assert size.weights + (0 if tied else embedding.numel()) == total
+    assert size.head == embedding.numel()
+
+
+def test_each_limit_scales_with_its_own_work():
+    base = phase_limits(MODEL, MACHINE, WORK)
+    twice = phase_limits(MODEL, MACHINE, replace(WORK, epochs=4))
+    assert twice["update"] == pytest.approx(2 * base["update"])
+    assert twice["forward"] == base["forward"] and twice["generate"] == base["generate"]
+    # Full fine-tuning's backward computes the weights' gradients too: 6 FLOPs, not 4.
+    full = phase_limits(MODEL, MACHINE, replace(WORK, full_fine_tune=True))
+    assert full["update"] == pytest.approx(1.5 * base["update"])
+    # One episode at a time, a decoding step reads all the weights for little arithmetic:
+    # the bandwidth sets it.
+    alone = phase_limits(MODEL, MACHINE, replace(WORK, episodes=1, context_tokens=40,
+                                                 completion_tokens=32))  # fmt: skip
+    reads = WORK.decode_steps * MODEL.weights * MODEL.bytes_per_weight / MACHINE.bandwidth
+    assert alone["generate"] > reads > 2 * MODEL.weights * WORK.decode_steps / 60e9
+
+
+def test_the_generation_profile_names_its_operators_and_the_decoding_matmul_rates(
+    tiny_model_path,
+):
+    profiler = load_script("profile_generation")
+    text = profiler.main(
+        profiler.Config(model=str(tiny_model_path), batch_size=2, max_new_tokens=4, rows=5)
+    )
+    assert "aten::" in text and "Self CPU" in text
+    rates = [line for line in text.splitlines() if line.startswith("| MLP") or "vocabulary" in line]
+    assert len(rates) == 2 and all(float(r.split(" | ")[2]) > 0 for r in rates)
