@@ -21,9 +21,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+from transformers import PreTrainedTokenizerBase
 
+from rlm.env import make_text_vector_env
 from rlm.files import read_jsonl
 from rlm.models import load_causal_lm
+from rlm.rollout import PlainFormat, encode_context
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -144,3 +147,12 @@ def summarise_steps(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "update_time_s": median("perf/time_update"),
         "completion_length": median("train/completion_length"),
     }
+
+
+def first_prompts(env_id: str, count: int, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """The token ids of a task's first ``count`` training prompts (plain format), the batch
+    the benchmarks generate from."""
+    train_envs = make_text_vector_env(env_id, count, split="train")
+    observations, _ = train_envs.reset(seed=0)
+    fmt = PlainFormat()
+    return [encode_context(tokenizer, fmt, fmt.first(o), first=True) for o in observations]

@@ -30,7 +30,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import transformers
@@ -41,12 +40,12 @@ import envs  # noqa: F401  (registers the environments)
 from rlm.arithmetic_limits import Machine, ModelSize, StepWork, measure_machine, phase_limits
 from rlm.env import make_text_vector_env
 from rlm.files import read_jsonl
-from rlm.measured_runs import PROJECT_DIR, case_flags, run_case
+from rlm.measured_runs import PROJECT_DIR, case_flags, first_prompts, run_case
 from rlm.memory import peak_resident_gib
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_update import PPOSettings
-from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes, encode_context
+from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes
 from rlm.samplers import HFSampler
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -76,21 +75,14 @@ class Config:
     """(internal) Load the model, generate one batch, print the peak resident GiB."""
 
 
-def prompts_ids(config: Config, tokenizer: Any) -> list[list[int]]:
-    """The token ids of the first training batch's prompts."""
-    envs_ = make_text_vector_env(config.env_id, config.batch_size, split="train")
-    observations, _ = envs_.reset(seed=0)
-    fmt = PlainFormat()
-    return [encode_context(tokenizer, fmt, fmt.first(o), first=True) for o in observations]
-
-
 def inference_probe(config: Config) -> None:
     """Inference alone: what the memory table compares a training run with."""
     policy, tokenizer = load_causal_lm(config.model)
     sampler = HFSampler(policy)
     eos = {int(tokenizer.eos_token_id)}
-    sampler.sample(prompts_ids(config, tokenizer), GenerationSettings(config.max_new_tokens),
-                   eos_ids=eos, pad_id=tokenizer.pad_token_id)  # fmt: skip
+    prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
+    sampler.sample(prompts, GenerationSettings(config.max_new_tokens), eos_ids=eos,
+                   pad_id=tokenizer.pad_token_id)  # fmt: skip
     print(f"{peak_resident_gib():.4f}")
 
 
@@ -165,7 +157,7 @@ def generation_table(config: Config) -> list[str]:
     """rlm's rollout (LoRA policy) against plain ``generate`` on the same prompts."""
     plain_model, tokenizer = load_causal_lm(config.model)
     policy, _ = load_causal_lm(config.model)  # peft adds the adapter into its modules
-    prompts = prompts_ids(config, tokenizer)
+    prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
     generation = GenerationSettings(config.max_new_tokens)
     eos = {int(tokenizer.eos_token_id)}
     plain = HFSampler(plain_model)

@@ -22,9 +22,9 @@ import tyro
 from torch.profiler import ProfilerActivity, profile
 
 import envs  # noqa: F401  (registers the environments)
-from rlm.env import make_text_vector_env
+from rlm.measured_runs import first_prompts
 from rlm.models import load_causal_lm, resolve_model_path
-from rlm.rollout import GenerationSettings, PlainFormat, encode_context
+from rlm.rollout import GenerationSettings
 from rlm.samplers import HFSampler
 
 
@@ -59,10 +59,7 @@ def matmul_rate(rows: int, inner: int, outer: int, dtype: torch.dtype, repeats: 
 def main(config: Config) -> str:
     torch.set_num_threads(config.threads)
     model, tokenizer = load_causal_lm(resolve_model_path(config.model))
-    train_envs = make_text_vector_env(config.env_id, config.batch_size, split="train")
-    observations, _ = train_envs.reset(seed=0)
-    fmt = PlainFormat()
-    prompts = [encode_context(tokenizer, fmt, fmt.first(o), first=True) for o in observations]
+    prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
     sampler, generation = HFSampler(model), GenerationSettings(config.max_new_tokens)
 
     def generate() -> None:
