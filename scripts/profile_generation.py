@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import tyro
@@ -40,6 +41,8 @@ class Config:
     """Tokens per completion at most."""
     threads: int = 1
     """torch threads."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """The weights' dtype (float32: what rlm uses on a CPU)."""
     rows: int = 15
     """Operators shown."""
 
@@ -58,7 +61,9 @@ def matmul_rate(rows: int, inner: int, outer: int, dtype: torch.dtype, repeats: 
 
 def main(config: Config) -> str:
     torch.set_num_threads(config.threads)
-    model, tokenizer = load_causal_lm(resolve_model_path(config.model))
+    model, tokenizer = load_causal_lm(
+        resolve_model_path(config.model), dtype=getattr(torch, config.dtype)
+    )
     prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
     sampler, generation = HFSampler(model), GenerationSettings(config.max_new_tokens)
 
@@ -75,7 +80,7 @@ def main(config: Config) -> str:
     shapes = {"MLP projection": text_config.intermediate_size, "vocabulary projection": vocab}
     lines = [
         f"{config.batch_size} prompts x {config.max_new_tokens} new tokens, "
-        f"{config.threads} thread(s)",
+        f"{config.threads} thread(s), {next(model.parameters()).dtype} weights",
         table,
         "| layer (one decoding step) | shape | float32 GFLOP/s | bfloat16 GFLOP/s |",
         "| --- | --- | --- | --- |",

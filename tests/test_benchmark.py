@@ -71,6 +71,9 @@ def test_the_generation_profile_names_its_operators_and_the_decoding_matmul_rate
     text = profiler.main(
         profiler.Config(model=str(tiny_model_path), batch_size=2, max_new_tokens=4, rows=5)
     )
-    assert "aten::" in text and "Self CPU" in text
+    assert "aten::" in text and "Self CPU" in text and "torch.float32 weights" in text
     rates = [line for line in text.splitlines() if line.startswith("| MLP") or "vocabulary" in line]
     assert len(rates) == 2 and all(float(r.split(" | ")[2]) > 0 for r in rates)
+    tiny_bf16 = profiler.Config(model=str(tiny_model_path), batch_size=2, max_new_tokens=2,
+                                rows=3, dtype="bfloat16")  # fmt: skip
+    assert "torch.bfloat16 weights" in profiler.main(tiny_bf16)
