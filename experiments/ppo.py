@@ -20,7 +20,6 @@ checkpoints/ and the trained policy in policy/.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -37,6 +36,7 @@ from rlm.ppo_update import PPOSettings
 from rlm.runner import Algorithm, Run, run_experiment
 from rlm.scripting import run_cli
 from rlm.settings import RunSettings
+from rlm.sharding import sharding_launch
 from rlm.vllm_engine import VLLMSampler
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class PPO(Algorithm):
 
     def validate(self, settings: RunSettings) -> None:
         self.settings.validate(settings.batch_size)
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        if sharding_launch() == "DeepSpeed":
             raise ConfigError(
                 "rlm's PPO does not run under DeepSpeed (its rollout and checkpoints gather "
                 "FSDP's shards only): launch it with configs/accelerate/fsdp.yaml"

@@ -12,7 +12,8 @@ memory bandwidth. Attention's own FLOPs (quadratic in the context) are left out:
 few hundred tokens they are small next to the weights'; so each limit is a lower bound.
 
 Example:
-    >>> machine = Machine(cpu="test", cores=2, threads=1, matmul_flops=60e9, bandwidth=10e9)
+    >>> machine = Machine(cpu="test", cores=2, threads=1, matmul_flops=60e9,
+    ...                   bf16_matmul_flops=400e9, bandwidth=10e9)
     >>> model = ModelSize(trunk=106_000_000, head=28_000_000, bytes_per_weight=4)
     >>> work = StepWork(episodes=16, context_tokens=16 * 40, completion_tokens=16 * 32,
     ...                 decode_steps=32, epochs=2)
@@ -41,10 +42,10 @@ class Machine:
     threads: int
     matmul_flops: float
     """float32 matmul FLOP/s: the limits' rate (rlm's weights are float32 on a CPU)."""
+    bf16_matmul_flops: float
+    """bfloat16 matmul FLOP/s (CPUs with AMX run these several times faster)."""
     bandwidth: float
     """Bytes per second copied (read plus written) through memory."""
-    bf16_matmul_flops: float = 0.0
-    """bfloat16 matmul FLOP/s (CPUs with AMX run these several times faster)."""
 
 
 def cpu_name() -> str:

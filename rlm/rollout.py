@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlm.env import TextVectorEnv
 from rlm.policy import ActorCritic
-from rlm.samplers import HFSampler, Sampler
+from rlm.samplers import HFSampler, Sampler, padded, trim_completion
 
 
 @dataclass
@@ -194,22 +194,6 @@ def rollout_seed(seed: int, iteration: int, rank: int, processes: int, batch_siz
     return (seed * 1_000_003 + iteration * processes + rank) * batch_size
 
 
-def _pad(rows: Sequence[list[int]], value: int, left: bool) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    padded = [
-        ([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r))) for r in rows
-    ]
-    return torch.tensor(padded, dtype=torch.long)
-
-
-def _trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
-    """Cut generated ids after the first EOS (kept: stopping is an action too)."""
-    for n, token in enumerate(ids):
-        if token in eos_ids:
-            return ids[: n + 1], True
-    return ids, False
-
-
 def eos_token_ids(
     tokenizer: PreTrainedTokenizerBase, extra: int | list[int] | None = None
 ) -> set[int]:
@@ -288,7 +272,7 @@ def collect_episodes(
         actions: list[str | None] = [None] * n
         ended: dict[int, bool] = {}
         for row, i in enumerate(running):
-            ids, ended[i] = _trim_completion(sampled[row], eos_ids)
+            ids, ended[i] = trim_completion(sampled[row], eos_ids)
             response_ids[i] += ids
             response_mask[i] += [1] * len(ids)
             text = str(tokenizer.decode(ids, skip_special_tokens=True))
@@ -319,13 +303,13 @@ def collect_episodes(
         running = still_running
     model.train(was_training)
 
-    prompt_tensor = _pad(prompt_ids, pad_id, left=True)
-    response_tensor = _pad(response_ids, pad_id, left=False)
-    action_mask = _pad(response_mask, 0, left=False)
+    prompt_tensor = padded(prompt_ids, pad_id, left=True)
+    response_tensor = padded(response_ids, pad_id, left=False)
+    action_mask = padded(response_mask, 0, left=False)
     attention = torch.cat(
         [
-            _pad([[1] * len(p) for p in prompt_ids], 0, left=True),
-            _pad([[1] * len(r) for r in response_ids], 0, left=False),
+            padded([[1] * len(p) for p in prompt_ids], 0, left=True),
+            padded([[1] * len(r) for r in response_ids], 0, left=False),
         ],
         dim=1,
     )

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -51,10 +52,23 @@ class Sampler(Protocol):
         ...
 
 
-def left_padded(rows: list[list[int]], value: int) -> torch.Tensor:
-    """``rows`` as one tensor, padded on the left with ``value``."""
+def padded(rows: Sequence[list[int]], value: int, *, left: bool) -> torch.Tensor:
+    """``rows`` as one tensor, padded with ``value`` on the left or on the right."""
     width = max(len(r) for r in rows)
-    return torch.tensor([[value] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    return torch.tensor(
+        [([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r)))
+         for r in rows],
+        dtype=torch.long,
+    )  # fmt: skip
+
+
+def trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
+    """Sampled ids cut after the first end-of-text (kept: stopping is an action too), and
+    whether there was one."""
+    for n, token in enumerate(ids):
+        if token in eos_ids:
+            return ids[: n + 1], True
+    return ids, False
 
 
 class HFSampler:
@@ -79,8 +93,8 @@ class HFSampler:
         pad_id: int,
     ) -> list[list[int]]:
         device = next(self.policy.parameters()).device
-        input_ids = left_padded(contexts, pad_id).to(device)
-        attention_mask = left_padded([[1] * len(c) for c in contexts], 0).to(device)
+        input_ids = padded(contexts, pad_id, left=True).to(device)
+        attention_mask = padded([[1] * len(c) for c in contexts], 0, left=True).to(device)
         try:
             output = self.policy.generate(  # type: ignore[operator]
                 input_ids=input_ids,

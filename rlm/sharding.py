@@ -157,17 +157,24 @@ def load_optimizer_state(
         optimizer.load_state_dict(state)
 
 
+def sharding_launch() -> str | None:
+    """``"FSDP"`` or ``"DeepSpeed"`` when ``accelerate launch`` asked for it (its
+    environment variables say so), else None."""
+    launches = (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"))
+    for variable, name in launches:
+        if os.environ.get(variable, "false").lower() == "true":
+            return name
+    return None
+
+
 def check_sharding_launch(has_gpu: bool | None = None) -> None:
     """Refuse an FSDP or DeepSpeed launch on a machine without a GPU, where accelerate
     would silently run every process with the whole model (plain data parallel)."""
     has_gpu = torch.cuda.is_available() if has_gpu is None else has_gpu
-    for variable, name in (
-        ("ACCELERATE_USE_FSDP", "FSDP"),
-        ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"),
-    ):
-        if os.environ.get(variable, "false").lower() == "true" and not has_gpu:
-            raise ConfigError(
-                f"this launch asks for {name}, but accelerate shards a model only on GPUs and "
-                "this machine has none: it would train every process on the whole model. "
-                "On CPUs launch with configs/accelerate/cpu_ddp.yaml"
-            )
+    name = sharding_launch()
+    if name is not None and not has_gpu:
+        raise ConfigError(
+            f"this launch asks for {name}, but accelerate shards a model only on GPUs and "
+            "this machine has none: it would train every process on the whole model. "
+            "On CPUs launch with configs/accelerate/cpu_ddp.yaml"
+        )

@@ -45,8 +45,8 @@ from rlm.memory import peak_resident_gib
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_update import PPOSettings
-from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes
-from rlm.samplers import HFSampler
+from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes, eos_token_ids
+from rlm.samplers import HFSampler, trim_completion
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -79,7 +79,7 @@ def inference_probe(config: Config) -> None:
     """Inference alone: what the memory table compares a training run with."""
     policy, tokenizer = load_causal_lm(config.model)
     sampler = HFSampler(policy)
-    eos = {int(tokenizer.eos_token_id)}
+    eos = eos_token_ids(tokenizer, policy.generation_config.eos_token_id)
     prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
     sampler.sample(prompts, GenerationSettings(config.max_new_tokens), eos_ids=eos,
                    pad_id=tokenizer.pad_token_id)  # fmt: skip
@@ -159,7 +159,7 @@ def generation_table(config: Config) -> list[str]:
     policy, _ = load_causal_lm(config.model)  # peft adds the adapter into its modules
     prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
     generation = GenerationSettings(config.max_new_tokens)
-    eos = {int(tokenizer.eos_token_id)}
+    eos = eos_token_ids(tokenizer, policy.generation_config.eos_token_id)
     plain = HFSampler(plain_model)
     actor_critic = ActorCritic(add_lora(policy, LoraSettings()))
     train_envs = make_text_vector_env(config.env_id, config.batch_size, split="train")
@@ -169,7 +169,7 @@ def generation_table(config: Config) -> list[str]:
             start = time.perf_counter()
             rows = plain.sample(prompts, generation, eos_ids=eos, pad_id=tokenizer.pad_token_id)
             seconds = time.perf_counter() - start
-            tokens = sum(_until_eos(row, eos) for row in rows)
+            tokens = sum(len(trim_completion(row, eos)[0]) for row in rows)
             episodes = collect_episodes(
                 actor_critic, tokenizer, train_envs, generation=generation,
                 prompt_format=PlainFormat(), seed=0,
@@ -186,11 +186,6 @@ def generation_table(config: Config) -> list[str]:
         f"| rlm's rollout (LoRA policy, as PPO samples) | {rlm_rate:.1f} "
         f"| {rlm_rate / plain_rate:.2f}x |",
     ]
-
-
-def _until_eos(row: list[int], eos: set[int]) -> int:
-    """Tokens of a completion up to and with its first end-of-text."""
-    return next((n + 1 for n, t in enumerate(row) if t in eos), len(row))
 
 
 def memory_table(config: Config, ppo_peak: float) -> list[str]:

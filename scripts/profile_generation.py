@@ -25,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 import envs  # noqa: F401  (registers the environments)
 from rlm.measured_runs import first_prompts
 from rlm.models import load_causal_lm, resolve_model_path
-from rlm.rollout import GenerationSettings
+from rlm.rollout import GenerationSettings, eos_token_ids
 from rlm.samplers import HFSampler
 
 
@@ -67,9 +67,10 @@ def main(config: Config) -> str:
     prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
     sampler, generation = HFSampler(model), GenerationSettings(config.max_new_tokens)
 
+    eos = eos_token_ids(tokenizer, model.generation_config.eos_token_id)
+
     def generate() -> None:
-        sampler.sample(prompts, generation, eos_ids={int(tokenizer.eos_token_id)},
-                       pad_id=tokenizer.pad_token_id)  # fmt: skip
+        sampler.sample(prompts, generation, eos_ids=eos, pad_id=tokenizer.pad_token_id)
 
     generate()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as profiled:

@@ -13,7 +13,9 @@ from rlm.arithmetic_limits import Machine, ModelSize, StepWork, phase_limits
 from rlm.models import load_causal_lm
 from tests.helpers import load_script
 
-MACHINE = Machine(cpu="test", cores=2, threads=1, matmul_flops=60e9, bandwidth=10e9)
+MACHINE = Machine(
+    cpu="test", cores=2, threads=1, matmul_flops=60e9, bf16_matmul_flops=400e9, bandwidth=10e9
+)
 MODEL = ModelSize(trunk=100_000_000, head=30_000_000, bytes_per_weight=4)
 WORK = StepWork(episodes=16, context_tokens=16 * 40, completion_tokens=16 * 32,
                 decode_steps=32, epochs=2)  # fmt: skip

@@ -27,7 +27,7 @@ from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_learner import Optimization, PPOLearner
 from rlm.ppo_update import PPOSettings
 from rlm.rollout import GenerationSettings, PlainFormat
-from rlm.samplers import left_padded
+from rlm.samplers import padded, trim_completion
 from rlm.vllm_engine import VLLMSampler, check_vllm_available, engine_weights
 
 
@@ -98,17 +98,16 @@ class TransformersEngine:
     def generate(self, prompts: list[dict[str, list[int]]], params: Any, use_tqdm: bool) -> list:
         self.params.append(params)
         contexts = [p["prompt_token_ids"] for p in prompts]
-        ids = left_padded(contexts, 0)
+        ids = padded(contexts, 0, left=True)
         out = self.model.generate(
-            input_ids=ids, attention_mask=left_padded([[1] * len(c) for c in contexts], 0),
+            input_ids=ids, attention_mask=padded([[1] * len(c) for c in contexts], 0, left=True),
             max_new_tokens=params.max_tokens, do_sample=True, temperature=params.temperature,
             eos_token_id=params.stop_token_ids, pad_token_id=0,
         )  # fmt: skip
         rows = []
         for row in out[:, ids.shape[1] :].tolist():
             # vLLM returns each completion unpadded, up to and with its stop token.
-            ends = [n for n, t in enumerate(row) if t in params.stop_token_ids]
-            rows.append(row[: ends[0] + 1] if ends else row)
+            rows.append(trim_completion(row, set(params.stop_token_ids))[0])
         self.sampled.extend(rows)
         completion = types.SimpleNamespace
         return [completion(outputs=[completion(token_ids=r)]) for r in rows]
