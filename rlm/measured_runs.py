@@ -3,19 +3,22 @@
 Each case is ``experiments/<algorithm>.py`` in its own process (or under a launcher such
 as torchrun), into its own run folder; :func:`run_case` reads the folder's
 ``metrics.jsonl`` back and summarises the steps between the first (warm-up) and the last
-(which evaluates). ``scripts/gpu_check.py`` and ``scripts/benchmark_scaling.py`` are made
-of such cases; :func:`random_model` gives them models of real families' shapes without a
-download.
+(which evaluates). ``scripts/gpu_check.py``, ``scripts/benchmark_scaling.py`` and
+``scripts/benchmark.py`` are made of such cases; :func:`random_model` gives them models of
+real families' shapes without a download, :func:`random_reward_model` a reward model that
+rlm and TRL both read, and :func:`overlay_venv` another TRL release to compare with.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import site
 import statistics
 import subprocess
 import sys
 import time
+import venv
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from rlm.env import make_text_vector_env
 from rlm.files import read_jsonl
 from rlm.models import load_causal_lm
+from rlm.reward_models.folder import write_metadata
 from rlm.rollout import PlainFormat, encode_context
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -57,6 +61,55 @@ def random_model(shape: tuple[int, int, int, int, int], tokenizer_from: str, fol
     Qwen2ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def random_reward_model(tokenizer_from: str | Path, folder: Path) -> Path:
+    """A random 2-layer Llama sequence classifier with one output and ``tokenizer_from``'s
+    tokenizer, saved in ``folder`` as a preference reward model (it scores prompt and
+    completion). rlm reads it with ``--reward folder``; TRL's trainers read it as their
+    ``reward_model`` or as a reward function given by path, so both sides score with it."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    if (folder / "config.json").exists():
+        return folder
+    _, tokenizer = load_causal_lm(str(tokenizer_from))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    config.num_labels = 1
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_metadata(folder, kind="preference", labels=["reward"], score_prompt=True, text_suffix="")
+    return folder
+
+
+def overlay_venv(folder: Path, requirement: str) -> Path:
+    """The python of a virtual environment in ``folder`` holding ``requirement`` (say
+    ``trl==1.12.0``) and otherwise this environment's packages, made on the first call.
+
+    ``requirement`` is installed without its dependencies into the new environment's own
+    site-packages, which come first on its path; a ``.pth`` file appends this one's after
+    them. So both sides of a comparison run the same torch and transformers, and only the
+    overlaid package differs.
+    """
+    python = folder / "bin" / "python"
+    marker = folder / "requirement.txt"
+    if python.exists() and marker.is_file() and marker.read_text() == requirement:
+        return python
+    venv.create(folder, clear=True, with_pip=True)
+    own = subprocess.run(
+        [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    Path(own, "_rlm_base_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", requirement], check=True
+    )
+    marker.write_text(requirement)
+    return python
 
 
 def count_parameters(folder: str | Path) -> int:
@@ -111,6 +164,56 @@ def run_case(
         return {**case, "failure": failure}
     rows = [r for r in read_jsonl(output_dir / name / "metrics.jsonl") if r["step"] > 0]
     return {**case, **summarise_steps(rows)}
+
+
+def scaled_case(
+    name: str, algorithm: str, model: str, folder: Path, *, processes: int, cores: int,
+    steps: int, batch_size: int, max_new_tokens: int, timeout: float,
+    extra_flags: tuple[str, ...] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`run_case` with ``cores`` shared out: one process of ``cores`` threads, or
+    ``processes`` (torchrun, DDP) of ``cores // processes`` threads with an equal share of
+    the ``batch_size`` episodes each. Adds ``processes`` and ``threads`` to the summary."""
+    threads = cores // processes
+    flags = case_flags(
+        model, folder, name, steps=steps, batch_size=batch_size // processes,
+        max_new_tokens=max_new_tokens, threads=threads,
+    )  # fmt: skip
+    launcher = None
+    if processes > 1:
+        torchrun = str(Path(sys.executable).parent / "torchrun")
+        launcher = [torchrun, "--standalone", "--nproc_per_node", str(processes)]
+    case = run_case(name, algorithm, model, [*flags, *extra_flags], folder, timeout=timeout,
+                    launcher=launcher)  # fmt: skip
+    print(f"{name}: {'passed' if case['passed'] else case['failure'][-500:]}", flush=True)
+    return {**case, "processes": processes, "threads": threads}
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A table cell: ``value`` to ``digits`` places, or ``-`` for none."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def processes_table(cases: list[dict[str, Any]]) -> str:
+    """A markdown table of :func:`scaled_case` summaries in pairs (one process, then
+    several): episodes per second, and the pair's ratio."""
+    lines = [
+        "| algorithm | processes x threads | episodes per step | step (s) | episodes/s "
+        "| vs one process |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for one, many in zip(cases[::2], cases[1::2], strict=True):
+        for case in (one, many):
+            ratio = None
+            if case is many and one.get("episodes_per_s") and many.get("episodes_per_s"):
+                ratio = many["episodes_per_s"] / one["episodes_per_s"]
+            lines.append(
+                f"| {case['algorithm']} | {case['processes']} x {case['threads']} | "
+                f"{number(case.get('episodes_per_step'), 0)} | "
+                f"{number(case.get('step_time_s'))} | {number(case.get('episodes_per_s'))} | "
+                f"{'-' if ratio is None else f'{ratio:.2f}x'} |"
+            )
+    return "\n".join(lines)
 
 
 def summarise_steps(rows: list[dict[str, Any]]) -> dict[str, Any]:

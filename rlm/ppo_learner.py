@@ -125,8 +125,11 @@ class PPOLearner:
             mixed_precision=mixed_precision,
         )  # fmt: skip
         trainable = [p for p in actor_critic.parameters() if p.requires_grad]
+        # Fused: one kernel for all parameters. On one CPU thread it stepped SmolLM2's 135M
+        # weights in 0.105 s against the default (per-tensor) loop's 0.50 s; TRL's
+        # trainers use it too (transformers' adamw_torch_fused).
         optimizer = torch.optim.AdamW(
-            trainable, lr=optimization.lr, weight_decay=optimization.weight_decay
+            trainable, lr=optimization.lr, weight_decay=optimization.weight_decay, fused=True
         )
         self.scheduler = get_scheduler(
             optimization.schedule,

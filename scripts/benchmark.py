@@ -15,7 +15,13 @@ It prints each table and writes them into ``docs/performance.md`` (between its
 3. generation: rlm's rollout (the LoRA policy, as PPO samples) against the model's plain
    ``generate`` on the same prompts, in this process, alternately;
 4. peak resident memory: the PPO run against inference alone (the model loaded and the
-   same batch generated, in a process of its own).
+   same batch generated, in a process of its own);
+5. rlm against TRL on identical work (:mod:`rlm.trl_comparison`): rlm's PPO in TRL's
+   configuration against TRL 1.12.0's ``PPOTrainer`` (in a virtual environment of its own,
+   made once in the rlm cache), on a tiny model and on this model; rlm's GRPO and RLOO
+   adapters against TRL's trainers called directly with the config the adapters build;
+6. processes: the default PPO configuration in one process of 2 threads against 2
+   processes (DDP) of one thread each, the same global batch.
 
 No figure is written by hand: every number comes from this run.
 """
@@ -40,13 +46,22 @@ import envs  # noqa: F401  (registers the environments)
 from rlm.arithmetic_limits import Machine, ModelSize, StepWork, measure_machine, phase_limits
 from rlm.env import make_text_vector_env
 from rlm.files import read_jsonl
-from rlm.measured_runs import PROJECT_DIR, case_flags, first_prompts, run_case
+from rlm.measured_runs import (
+    PROJECT_DIR,
+    case_flags,
+    first_prompts,
+    processes_table,
+    random_reward_model,
+    run_case,
+    scaled_case,
+)
 from rlm.memory import peak_resident_gib
-from rlm.models import load_causal_lm, resolve_model_path
+from rlm.models import build_tiny_model, cache_dir, load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_update import PPOSettings
 from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes, eos_token_ids
 from rlm.samplers import HFSampler, trim_completion
+from rlm.trl_comparison import Comparison, Work, compare
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -65,6 +80,9 @@ class Config:
     """Tokens per completion at most."""
     threads: int = 1
     """torch threads of every run and measurement (one per run, as compared elsewhere)."""
+    comparison_steps: int = 4
+    """Steps of each rlm run compared with TRL (TRL runs one fewer); the timed ones are
+    all but the first and the last (rlm) or the first (TRL)."""
     repeats: int = 3
     """Timed repeats of each generation measurement (after a warm-up)."""
     output: Path = PROJECT_DIR / "docs" / "performance.md"
@@ -202,6 +220,76 @@ def memory_table(config: Config, ppo_peak: float) -> list[str]:
     ]
 
 
+# Issue 15's targets for rlm's step time over TRL's, where it sets one.
+TARGETS = {("ppo", "tiny"): "at most 0.50x", ("ppo", "model"): "at most 0.90x"}
+WORK_NAMES = {
+    "ppo": "PPO in TRL's configuration (full fine-tune, separate critic)",
+    "grpo": "GRPO: rlm's adapter vs GRPOTrainer",
+    "rloo": "RLOO: rlm's adapter vs RLOOTrainer",
+}
+
+
+def trl_table(config: Config, work_dir: Path) -> list[str]:
+    """rlm against TRL's trainers on identical work (:mod:`rlm.trl_comparison`)."""
+    reward_model = random_reward_model(config.model, cache_dir() / "bench-reward-model")
+    tiny = str(build_tiny_model(cache_dir() / "tiny-llama-test"))
+
+    def work(model: str) -> Work:
+        return Work(
+            model=model, reward_model=reward_model, env_id=config.env_id,
+            steps=config.comparison_steps, batch_size=config.batch_size,
+            max_new_tokens=config.max_new_tokens, threads=config.threads,
+            num_generations=min(4, config.batch_size),
+        )  # fmt: skip
+
+    comparisons = [Comparison("model", "ppo", work(config.model))]
+    if Path(tiny).resolve() != Path(config.model).resolve():
+        comparisons.insert(0, Comparison("tiny", "ppo", work(tiny)))
+    comparisons += [Comparison("model", a, work(config.model)) for a in ("grpo", "rloo")]
+    lines = [
+        f"{config.batch_size} episodes of at most {config.max_new_tokens} new tokens a step, "
+        f"{config.comparison_steps - 2} timed steps a side; the same reward model (a random "
+        "2-layer sequence classifier) scores both sides.",
+        "",
+        "| work | model | TRL | rlm step (s) | TRL step (s) | rlm / TRL | target |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for comparison in comparisons:
+        row = compare(comparison, work_dir, timeout=3600)
+        model = Path(comparison.work.model).name
+        target = TARGETS.get((comparison.algorithm, comparison.label), "-")
+        lines.append(
+            f"| {WORK_NAMES[comparison.algorithm]} | {model} | {row['trl']} "
+            f"| {row['rlm_step_s']:.2f} | {row['trl_step_s']:.2f} | {row['ratio']:.2f}x "
+            f"| {target} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def processes_section(config: Config, work_dir: Path) -> list[str]:
+    """The default PPO configuration: 1 process x 2 threads against 2 x 1 (DDP)."""
+    cases = [
+        scaled_case(
+            f"ppo-{processes}p",
+            "ppo",
+            config.model,
+            work_dir,
+            processes=processes,
+            cores=2,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            max_new_tokens=config.max_new_tokens,
+            timeout=3600,
+        )  # fmt: skip
+        for processes in (1, 2)
+    ]
+    failed = [c for c in cases if not c["passed"]]
+    if failed:
+        raise SystemExit(f"the processes case failed:\n{failed[0]['failure']}")
+    return processes_table(cases).splitlines()
+
+
 def write_block(path: Path, block: str) -> None:
     """Put ``block`` between the file's marks (the file and the marks made if missing)."""
     text = path.read_text() if path.is_file() else ""
@@ -215,7 +303,8 @@ def write_block(path: Path, block: str) -> None:
 
 def main(config: Config) -> str:
     if config.tiny:
-        config.steps, config.batch_size, config.max_new_tokens, config.repeats = 3, 2, 4, 1
+        config.steps, config.batch_size, config.max_new_tokens, config.repeats = 3, 4, 4, 1
+        config.comparison_steps = 3
     config.model = resolve_model_path(config.model)
     torch.set_num_threads(config.threads)
     machine = measure_machine(size=256 if config.tiny else 1024)
@@ -224,12 +313,16 @@ def main(config: Config) -> str:
     del policy
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         phases, ppo_peak = ppo_phases(config, machine, size, Path(scratch))
-    sections = {
-        "The machine": machine_table(machine),
-        "PPO, rlm's default configuration, per phase": phases,
-        "Generation": generation_table(config),
-        "Memory": memory_table(config, ppo_peak),
-    }
+        sections = {
+            "The machine": machine_table(machine),
+            "PPO, rlm's default configuration, per phase": phases,
+            "Generation": generation_table(config),
+            "Memory": memory_table(config, ppo_peak),
+            "rlm against TRL, identical work": trl_table(config, Path(scratch)),
+            "Processes: 1 x 2 threads against 2 x 1 (DDP), the same global batch": (
+                processes_section(config, Path(scratch))
+            ),
+        }
     command = " ".join(["python scripts/benchmark.py", *sys.argv[1:]])
     lines = [f"Measured by `{command}` on {datetime.date.today()}, {machine.threads} "
              "thread(s) per run and measurement.", ""]  # fmt: skip

@@ -29,7 +29,14 @@ import torch
 import transformers
 import tyro
 
-from rlm.measured_runs import SHAPES, TINY_SHAPES, case_flags, random_model, run_case
+from rlm.measured_runs import (
+    SHAPES,
+    TINY_SHAPES,
+    number,
+    processes_table,
+    random_model,
+    scaled_case,
+)
 from rlm.models import resolve_model_path
 
 
@@ -61,45 +68,12 @@ class Config:
 def _case(
     name: str, algorithm: str, model: str, config: Config, folder: Path, processes: int
 ) -> dict[str, Any]:
-    threads = config.cores // processes
-    flags = case_flags(
-        model, folder, name, steps=config.steps, batch_size=config.batch_size // processes,
-        max_new_tokens=config.max_new_tokens, threads=threads,
+    group = ("--num-generations", str(min(4, config.batch_size // processes)))
+    return scaled_case(
+        name, algorithm, model, folder, processes=processes, cores=config.cores,
+        steps=config.steps, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+        timeout=config.case_timeout, extra_flags=group if algorithm == "grpo" else (),
     )  # fmt: skip
-    if algorithm == "grpo":
-        flags += ["--num-generations", str(min(4, config.batch_size // processes))]
-    launcher = None
-    if processes > 1:
-        torchrun = str(Path(sys.executable).parent / "torchrun")
-        launcher = [torchrun, "--standalone", "--nproc_per_node", str(processes)]
-    case = run_case(name, algorithm, model, flags, folder, timeout=config.case_timeout,
-                    launcher=launcher)  # fmt: skip
-    print(f"{name}: {'passed' if case['passed'] else case['failure'][-500:]}", flush=True)
-    return {**case, "processes": processes, "threads": threads}
-
-
-def _number(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def processes_table(cases: list[dict[str, Any]]) -> str:
-    lines = [
-        "| algorithm | processes x threads | episodes per step | step (s) | episodes/s "
-        "| vs one process |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]  # fmt: skip
-    for one, many in zip(cases[::2], cases[1::2], strict=True):
-        for case in (one, many):
-            ratio = None
-            if case is many and one.get("episodes_per_s") and many.get("episodes_per_s"):
-                ratio = many["episodes_per_s"] / one["episodes_per_s"]
-            lines.append(
-                f"| {case['algorithm']} | {case['processes']} x {case['threads']} | "
-                f"{_number(case.get('episodes_per_step'), 0)} | "
-                f"{_number(case.get('step_time_s'))} | {_number(case.get('episodes_per_s'))} | "
-                f"{'-' if ratio is None else f'{ratio:.2f}x'} |"
-            )
-    return "\n".join(lines)
 
 
 def sizes_table(cases: list[dict[str, Any]]) -> str:
@@ -110,9 +84,9 @@ def sizes_table(cases: list[dict[str, Any]]) -> str:
     for case in cases:
         lines.append(
             f"| {case['label']} | {case['parameters'] / 1e6:.0f}M | "
-            f"{_number(case.get('step_time_s'))} | "
-            f"{_number(case.get('generated_tokens_per_s'), 1)} | "
-            f"{_number(case.get('memory_peak_gib'))} |"
+            f"{number(case.get('step_time_s'))} | "
+            f"{number(case.get('generated_tokens_per_s'), 1)} | "
+            f"{number(case.get('memory_peak_gib'))} |"
         )
     return "\n".join(lines)
 

@@ -38,6 +38,21 @@ def test_the_suite_writes_its_tables_between_the_marks_and_keeps_the_prose(
         assert float(seconds) > 0 and float(limit) > 0 and reached.endswith("% |")
     assert rows["the model's plain `generate`"].endswith("| 1.00x |")
     assert "inference alone" in block and "PPO, LoRA" in block
+    # rlm against TRL: both sides timed, TRL 1.12 for PPO (in its own environment), this
+    # environment's TRL for the adapters; the ratio is rlm's step time over TRL's.
+    compared = {}
+    for line in block.splitlines():
+        if line.startswith(("| PPO in", "| GRPO", "| RLOO")):
+            work, _, version, rlm_step, trl_step, ratio, _ = line.split(" | ")
+            compared[work.split()[1]] = (version, float(rlm_step), float(trl_step), ratio)
+    assert sorted(compared) == ["GRPO:", "PPO", "RLOO:"]
+    assert compared["PPO"][0] == "1.12.0"
+    assert compared["GRPO:"][0] == compared["RLOO:"][0] == benchmark.trl.__version__
+    for _, rlm_step, trl_step, ratio in compared.values():
+        assert rlm_step > 0 and trl_step > 0
+        assert float(ratio.rstrip("x")) == pytest.approx(rlm_step / trl_step, abs=0.01, rel=0.05)
+    processes = [line.split(" | ")[1] for line in block.splitlines() if line.startswith("| ppo |")]
+    assert processes == ["1 x 2", "2 x 1"]
 
 
 def test_the_model_size_counts_every_weight_once(tiny_model_path):
