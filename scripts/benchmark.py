@@ -319,10 +319,13 @@ def main(config: Config) -> str:
             "Generation": generation_table(config),
             "Memory": memory_table(config, ppo_peak),
             "rlm against TRL, identical work": trl_table(config, Path(scratch)),
-            "Processes: 1 x 2 threads against 2 x 1 (DDP), the same global batch": (
-                processes_section(config, Path(scratch))
-            ),
         }
+        # --tiny leaves these two runs to tests/test_benchmark_scaling.py, which runs the
+        # same cases (rlm.measured_runs.scaled_case): the test suite's time is short.
+        if not config.tiny:
+            sections["Processes: 1 x 2 threads against 2 x 1 (DDP), the same global batch"] = (
+                processes_section(config, Path(scratch))
+            )
     command = " ".join(["python scripts/benchmark.py", *sys.argv[1:]])
     lines = [f"Measured by `{command}` on {datetime.date.today()}, {machine.threads} "
              "thread(s) per run and measurement.", ""]  # fmt: skip

@@ -7,14 +7,16 @@
 The batch is the default task's first training prompts, sampled as PPO samples them
 (:class:`rlm.samplers.HFSampler`), once to warm up and once profiled. The matmul table
 times ``batch x hidden`` inputs against the model's own layer shapes (an MLP projection
-and the vocabulary projection) in float32 and bfloat16: a decoding step multiplies a few
-rows by every weight, and these are the rates it gets. docs/performance.md has what it
-showed.
+and the vocabulary projection) in float32, in float32 with MKL's packed weights, and in
+bfloat16: a decoding step multiplies a few rows by every weight, and these are the rates
+it gets (at best: here each weight stays in the caches between calls).
+docs/performance.md has what it showed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,15 +49,31 @@ class Config:
     """Operators shown."""
 
 
-def matmul_rate(rows: int, inner: int, outer: int, dtype: torch.dtype, repeats: int = 20) -> float:
-    """GFLOP/s of a ``rows x inner`` by ``inner x outer`` linear layer (nn.Linear's layout)."""
+def matmul_rate(
+    rows: int, inner: int, outer: int, dtype: torch.dtype, *, packed: bool = False,
+    repeats: int = 20,
+) -> float | None:  # fmt: skip
+    """GFLOP/s of a ``rows x inner`` by ``inner x outer`` linear layer (nn.Linear's layout),
+    its weight in the caches after the first call. ``packed``: float32 through MKL with
+    the weight packed once for ``rows`` rows (what inductor does for frozen weights on a
+    CPU), None where torch has no MKL."""
     layer = torch.nn.Linear(inner, outer, bias=False).to(dtype)
     x = torch.randn(rows, inner, dtype=dtype)
+    forward: Callable[[torch.Tensor], torch.Tensor] = layer
+    if packed:
+        if not torch.backends.mkl.is_available():
+            return None
+        weight = layer.weight.detach()
+        packed_weight = torch.ops.mkl._mkl_reorder_linear_weight(weight, rows)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[misc]
+            return torch.ops.mkl._mkl_linear(x, packed_weight, weight, None, rows)
+
     with torch.no_grad():
-        layer(x)
+        forward(x)
         start = time.perf_counter()
         for _ in range(repeats):
-            layer(x)
+            forward(x)
     return 2 * rows * inner * outer * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -83,16 +101,18 @@ def main(config: Config) -> str:
         f"{config.batch_size} prompts x {config.max_new_tokens} new tokens, "
         f"{config.threads} thread(s), {next(model.parameters()).dtype} weights",
         table,
-        "| layer (one decoding step) | shape | float32 GFLOP/s | bfloat16 GFLOP/s |",
-        "| --- | --- | --- | --- |",
+        "| layer (one decoding step) | shape | float32 GFLOP/s "
+        "| float32, MKL-packed weight GFLOP/s | bfloat16 GFLOP/s |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, outer in shapes.items():
         rates = [
-            matmul_rate(config.batch_size, hidden, outer, d)
-            for d in (torch.float32, torch.bfloat16)
+            matmul_rate(config.batch_size, hidden, outer, torch.float32),
+            matmul_rate(config.batch_size, hidden, outer, torch.float32, packed=True),
+            matmul_rate(config.batch_size, hidden, outer, torch.bfloat16),
         ]
-        lines.append(f"| {name} | {config.batch_size} x {hidden} x {outer} "
-                     f"| {rates[0]:.1f} | {rates[1]:.1f} |")  # fmt: skip
+        cells = " | ".join("-" if r is None else f"{r:.1f}" for r in rates)
+        lines.append(f"| {name} | {config.batch_size} x {hidden} x {outer} | {cells} |")
     text = "\n".join(lines)
     print(text, flush=True)
     return text

@@ -51,8 +51,7 @@ def test_the_suite_writes_its_tables_between_the_marks_and_keeps_the_prose(
     for _, rlm_step, trl_step, ratio in compared.values():
         assert rlm_step > 0 and trl_step > 0
         assert float(ratio.rstrip("x")) == pytest.approx(rlm_step / trl_step, abs=0.01, rel=0.05)
-    processes = [line.split(" | ")[1] for line in block.splitlines() if line.startswith("| ppo |")]
-    assert processes == ["1 x 2", "2 x 1"]
+    assert "| ppo | 1 x 2 |" not in block  # tests/test_benchmark_scaling.py runs those
 
 
 def test_the_model_size_counts_every_weight_once(tiny_model_path):
@@ -94,3 +93,24 @@ def test_the_generation_profile_names_its_operators_and_the_decoding_matmul_rate
     tiny_bf16 = profiler.Config(model=str(tiny_model_path), batch_size=2, max_new_tokens=2,
                                 rows=3, dtype="bfloat16")  # fmt: skip
     assert "torch.bfloat16 weights" in profiler.main(tiny_bf16)
+
+
+def test_the_memory_profile_reads_every_phase_of_every_step(tiny_model_path):
+    profiler = load_script("profile_memory")
+    text = profiler.main(profiler.Config(model=str(tiny_model_path), batch_size=2,
+                                         max_new_tokens=4, steps=2))  # fmt: skip
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| 1 ", "| 2 "))]
+    phases = {"generation", "reward (the environments' step)", "forward without gradients",
+              "advantages", "update"}  # fmt: skip
+    for step in ("| 1", "| 2"):
+        assert {row[1] for row in rows if row[0] == step} == phases
+    for _, _, start, peak, growth in rows:
+        assert 0 < float(start) <= float(peak)
+        assert float(growth.rstrip(" |")) == pytest.approx(float(peak) - float(start), abs=0.011)
+    times = text.splitlines()[-1].split(": ")[1].split(", ")
+    assert len(times) == 2 and all(float(t) > 0 for t in times)
+    # The learner calls its own phases again once the profile is over.
+    import rlm.ppo_learner
+    from rlm.ppo_update import ppo_update
+
+    assert rlm.ppo_learner.ppo_update is ppo_update

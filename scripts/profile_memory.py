@@ -1,0 +1,146 @@
+"""Where a PPO step's memory goes: the process's resident memory, phase by phase (Linux).
+
+    python scripts/profile_memory.py                          # the default configuration
+    MALLOC_MMAP_THRESHOLD_=131072 python scripts/profile_memory.py   # glibc's, fixed
+    python scripts/profile_memory.py --model <folder> --batch-size 2 --max-new-tokens 4
+
+It builds rlm's default PPO configuration in this process (LoRA, a value head on the
+policy's trunk, the default task, 16 episodes of at most 32 tokens, one thread) and runs
+a few steps. Around each phase the learner calls (sampling, the environments' step with
+its reward, the scoring passes without gradients, the advantages, the update) it resets
+Linux's high-water mark of resident memory (``/proc/self/clear_refs``) and reads it
+after: the table has, per step and phase, the resident memory the phase started with,
+its peak, and the difference, then each step's time. The first line is the process with
+the model loaded and its weights read once (a forward pass), before any step.
+
+``MALLOC_MMAP_THRESHOLD_`` is glibc's own setting: the size above which an allocation
+gets a memory map of its own (returned to the system when freed) rather than a piece of
+the heap. Unset, glibc raises the threshold as large blocks are freed, and keeps them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import tyro
+
+import envs  # noqa: F401  (registers the environments)
+import rlm.ppo_learner
+from rlm.env import make_text_vector_env
+from rlm.memory import peak_resident_gib
+from rlm.models import load_causal_lm, resolve_model_path
+from rlm.policy import ActorCritic, LoraSettings, add_lora
+from rlm.ppo_learner import Optimization, PPOLearner
+from rlm.ppo_update import PPOSettings
+from rlm.rollout import GenerationSettings, PlainFormat
+
+# The learner's own calls, labelled where rlm.ppo_learner looks them up.
+LEARNER_PHASES = {
+    "score_episodes": "forward without gradients",
+    "compute_advantages": "advantages",
+    "ppo_update": "update",
+}
+
+
+@dataclass
+class Config:
+    model: str = "default"
+    """The policy: 'default', a local folder or a Hub id."""
+    env_id: str = "rlm/Sentiment-v0"
+    batch_size: int = 16
+    max_new_tokens: int = 32
+    steps: int = 2
+    threads: int = 1
+
+
+def resident_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    raise OSError("no VmRSS in /proc/self/status: this script needs Linux")
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+class PhaseMemory:
+    """Each labelled call's resident memory at its start, and its peak."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, float]] = []
+        self.step = 0
+
+    def labelled(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            reset_peak()
+            start = resident_gib()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.rows.append((f"{self.step} | {name}", start, peak_resident_gib()))
+
+        return call
+
+
+def main(config: Config) -> str:
+    torch.set_num_threads(config.threads)
+    policy, tokenizer = load_causal_lm(resolve_model_path(config.model))
+    actor_critic = ActorCritic(add_lora(policy, LoraSettings()))
+    learner = PPOLearner(
+        actor_critic, tokenizer, PPOSettings(),
+        optimization=Optimization(lr=1e-3, total_steps=config.steps),
+        generation=GenerationSettings(config.max_new_tokens), prompt_format=PlainFormat(),
+        seed=1,
+    )  # fmt: skip
+    train_envs = make_text_vector_env(config.env_id, config.batch_size, split="train")
+    train_envs.reset(seed=1)
+    with torch.no_grad():  # read every weight once: mapped files count when first read
+        policy(torch.tensor([[tokenizer.eos_token_id]]))
+    loaded = resident_gib()
+
+    memory = PhaseMemory()
+    learner.sampler.sample = memory.labelled("generation", learner.sampler.sample)  # type: ignore[method-assign]
+    train_envs.step = memory.labelled("reward (the environments' step)", train_envs.step)  # type: ignore[method-assign]
+    originals = {name: getattr(rlm.ppo_learner, name) for name in LEARNER_PHASES}
+    for function, name in LEARNER_PHASES.items():
+        setattr(rlm.ppo_learner, function, memory.labelled(name, originals[function]))
+    seconds = []
+    try:
+        for iteration in range(config.steps):
+            memory.step = iteration + 1
+            started = time.perf_counter()
+            learner.step(train_envs, iteration)
+            seconds.append(time.perf_counter() - started)
+    finally:  # the module as it was, for whatever runs next in this process
+        for function, original in originals.items():
+            setattr(rlm.ppo_learner, function, original)
+    threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    lines = [
+        f"rlm's default PPO configuration, {config.steps} steps of {config.batch_size} "
+        f"episodes x {config.max_new_tokens} tokens, {config.threads} thread(s); glibc's mmap "
+        f"threshold {'adaptive (its default)' if threshold is None else f'{threshold} bytes'}",
+        "",
+        "| step | phase | resident at its start (GiB) | its peak (GiB) | peak - start (GiB) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| 0 | model loaded, weights read | {loaded:.2f} | {loaded:.2f} | - |",
+    ]
+    for label, start, peak in memory.rows:
+        lines.append(f"| {label} | {start:.2f} | {peak:.2f} | {peak - start:+.2f} |")
+    times = ", ".join(f"{s:.1f}" for s in seconds)
+    lines += ["", f"Step times (s), the profile's own resets and reads included: {times}"]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Config))
