@@ -96,19 +96,21 @@ def overlay_venv(folder: Path, requirement: str) -> Path:
     overlaid package differs.
     """
     python = folder / "bin" / "python"
-    marker = folder / "requirement.txt"
-    if python.exists() and marker.is_file() and marker.read_text() == requirement:
+    base = "\n".join(site.getsitepackages()) + "\n"
+    # Made for this requirement over this environment (another checkout's is remade).
+    marker, wanted = folder / "overlay.txt", f"{requirement}\n{base}"
+    if python.exists() and marker.is_file() and marker.read_text() == wanted:
         return python
     venv.create(folder, clear=True, with_pip=True)
     own = subprocess.run(
         [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    Path(own, "_rlm_base_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    Path(own, "_rlm_base_packages.pth").write_text(base)
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--no-deps", requirement], check=True
     )
-    marker.write_text(requirement)
+    marker.write_text(wanted)
     return python
 
 
