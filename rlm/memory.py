@@ -14,14 +14,31 @@ import torch
 _STATUS = Path("/proc/self/status")
 
 
+def _status_gib(field: str) -> float | None:
+    """A memory field of Linux's ``/proc/self/status`` (``VmHWM``, ``VmRSS``) in GiB;
+    None elsewhere."""
+    if _STATUS.is_file():
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 2**20  # kB
+    return None
+
+
+def resident_gib() -> float:
+    """The RAM this process holds now, in GiB (Linux's VmRSS)."""
+    current = _status_gib("VmRSS")
+    if current is None:
+        raise OSError("the current resident memory is read from /proc/self/status (Linux)")
+    return current
+
+
 def peak_resident_gib() -> float:
     """The most RAM this process has held, in GiB: Linux's VmHWM, its own memory map's
     high-water mark (``ru_maxrss`` would carry a parent's peak over an exec); elsewhere
     ``ru_maxrss``."""
-    if _STATUS.is_file():
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB
+    peak_gib = _status_gib("VmHWM")
+    if peak_gib is not None:
+        return peak_gib
     import resource
     import sys
 

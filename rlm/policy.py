@@ -21,6 +21,7 @@ import copy
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -40,16 +41,15 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: str | list[str] = "all-linear"
 
+    def peft_arguments(self) -> dict[str, Any]:
+        """peft's ``LoraConfig`` keyword arguments for these settings (no task type)."""
+        return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                "target_modules": self.target_modules}  # fmt: skip
+
 
 def add_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
     """Wrap ``model`` with a trainable LoRA adapter; the base weights are frozen."""
-    config = LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        task_type="CAUSAL_LM",
-    )
+    config = LoraConfig(**settings.peft_arguments(), task_type="CAUSAL_LM")
     with peft_quietly():
         return get_peft_model(model, config)
 

@@ -20,7 +20,6 @@ last step, which evaluates, is left out too.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import statistics
@@ -62,6 +61,11 @@ class Work:
     num_generations: int = 4
     """GRPO's and RLOO's completions per prompt."""
 
+    @property
+    def trl_steps(self) -> int:
+        """TRL's steps: a warm-up and as many timed ones as rlm's."""
+        return self.steps - 1
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -70,6 +74,11 @@ class Comparison:
     label: str
     algorithm: str
     work: Work
+
+    @property
+    def name(self) -> str:
+        """The rlm run's name and the stem of TRL's spec file."""
+        return f"{self.algorithm}-{self.label}"
 
 
 def median_after_warmup(durations: list[float]) -> float:
@@ -84,7 +93,7 @@ def ppo_config(work: Work, output_dir: Path) -> dict[str, Any]:
     return {
         "output_dir": str(output_dir), "seed": run.seed, "learning_rate": run.lr,
         "per_device_train_batch_size": work.batch_size, "num_mini_batches": 1,
-        "num_ppo_epochs": PPO_EPOCHS, "total_episodes": work.batch_size * (work.steps - 1),
+        "num_ppo_epochs": PPO_EPOCHS, "total_episodes": work.batch_size * work.trl_steps,
         "response_length": work.max_new_tokens, "local_rollout_forward_batch_size": work.batch_size,
         "stop_token": "eos", "temperature": run.temperature, "kl_coef": ppo.kl_coef,
         "cliprange": ppo.clip_range, "cliprange_value": ppo.value_clip_range,
@@ -98,7 +107,7 @@ def ppo_config(work: Work, output_dir: Path) -> dict[str, Any]:
 def group_config(algorithm: str, work: Work, output_dir: Path) -> dict[str, Any]:
     """The ``GRPOConfig``/``RLOOConfig`` arguments rlm's adapter builds for this work."""
     settings = RunSettings(
-        model=work.model, steps=work.steps - 1, batch_size=work.batch_size,
+        model=work.model, steps=work.trl_steps, batch_size=work.batch_size,
         max_new_tokens=work.max_new_tokens,
     )  # fmt: skip
     group = GroupSettings(num_generations=work.num_generations)
@@ -111,7 +120,7 @@ def group_config(algorithm: str, work: Work, output_dir: Path) -> dict[str, Any]
 def rlm_flags(comparison: Comparison, folder: Path) -> list[str]:
     work = comparison.work
     flags = case_flags(
-        work.model, folder, comparison.algorithm + "-" + comparison.label, steps=work.steps,
+        work.model, folder, comparison.name, steps=work.steps,
         batch_size=work.batch_size, max_new_tokens=work.max_new_tokens, threads=work.threads,
     )  # fmt: skip
     flags += ["--env-id", work.env_id, "--reward", str(work.reward_model)]
@@ -130,13 +139,11 @@ def reference_spec(comparison: Comparison, folder: Path) -> dict[str, Any]:
     }  # fmt: skip
     if algorithm == "ppo":
         tokenizer = load_tokenizer(work.model)
-        prompts = first_prompts(work.env_id, work.batch_size * (work.steps - 1), tokenizer)
+        prompts = first_prompts(work.env_id, work.batch_size * work.trl_steps, tokenizer)
         return {**spec, "prompts": prompts, "lora": None,
                 "arguments": ppo_config(work, folder / "trl-output")}  # fmt: skip
     env = make_text_vector_env(work.env_id, 1, split="train").envs[0]
-    lora = dataclasses.asdict(LoraSettings())
-    lora = {"r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
-            "target_modules": lora["target_modules"]}  # fmt: skip
+    lora = LoraSettings().peft_arguments()  # rlm's default adapter, as the runner adds it
     return {**spec, "prompts": list(task_dataset(env)["prompt"]), "lora": lora,
             "arguments": group_config(algorithm, work, folder / "trl-output")}  # fmt: skip
 
@@ -147,7 +154,7 @@ def run_reference(comparison: Comparison, folder: Path, timeout: float) -> dict[
     python = sys.executable
     if comparison.algorithm == "ppo":
         python = str(overlay_venv(cache_dir() / "trl-1.12.0-venv", TRL_WITH_PPO))
-    spec_path = folder / f"{comparison.algorithm}-{comparison.label}-spec.json"
+    spec_path = folder / f"{comparison.name}-spec.json"
     spec_path.write_text(json.dumps(reference_spec(comparison, folder)))
     result = subprocess.run(
         [python, str(PROJECT_DIR / "scripts" / "trl_reference.py"), str(spec_path)],
@@ -162,17 +169,15 @@ def run_reference(comparison: Comparison, folder: Path, timeout: float) -> dict[
 
 
 def compare(comparison: Comparison, folder: Path, timeout: float) -> dict[str, Any]:
-    """Both sides, rlm's first: the median step times and their ratio."""
-    name = comparison.algorithm + "-" + comparison.label
+    """Both sides, rlm's first: the median step times, their ratio and TRL's version."""
     flags = rlm_flags(comparison, folder)
-    case = run_case(name, comparison.algorithm, comparison.work.model, flags, folder,
-                    timeout=timeout)  # fmt: skip
+    case = run_case(comparison.name, comparison.algorithm, comparison.work.model, flags,
+                    folder, timeout=timeout)  # fmt: skip
     if not case["passed"]:
         raise RuntimeError(f"rlm's {comparison.algorithm} failed:\n{case['failure']}")
     reference = run_reference(comparison, folder, timeout)
     trl_step = median_after_warmup(reference["durations"])
     return {
-        "label": comparison.label, "algorithm": comparison.algorithm,
         "rlm_step_s": case["step_time_s"], "trl_step_s": trl_step, "trl": reference["trl"],
-        "ratio": case["step_time_s"] / trl_step, "timed_steps": comparison.work.steps - 2,
+        "ratio": case["step_time_s"] / trl_step,
     }  # fmt: skip

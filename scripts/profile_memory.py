@@ -34,7 +34,7 @@ import tyro
 import envs  # noqa: F401  (registers the environments)
 import rlm.ppo_learner
 from rlm.env import make_text_vector_env
-from rlm.memory import peak_resident_gib
+from rlm.memory import peak_resident_gib, resident_gib
 from rlm.models import load_causal_lm, resolve_model_path
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_learner import Optimization, PPOLearner
@@ -58,13 +58,6 @@ class Config:
     max_new_tokens: int = 32
     steps: int = 2
     threads: int = 1
-
-
-def resident_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    raise OSError("no VmRSS in /proc/self/status: this script needs Linux")
 
 
 def reset_peak() -> None:
