@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 
 from rlm.arithmetic_limits import Machine, ModelSize, StepWork, phase_limits
 from rlm.models import load_causal_lm
@@ -90,6 +91,12 @@ def test_the_generation_profile_names_its_operators_and_the_decoding_matmul_rate
     assert "aten::" in text and "Self CPU" in text and "torch.float32 weights" in text
     rates = [line for line in text.splitlines() if line.startswith("| MLP") or "vocabulary" in line]
     assert len(rates) == 2 and all(float(r.split(" | ")[2]) > 0 for r in rates)
+    # MKL's packed weight: a rate where torch has MKL, a dash where it has none.
+    packed = [r.split(" | ")[3] for r in rates]
+    if torch.backends.mkl.is_available():
+        assert all(float(cell) > 0 for cell in packed)
+    else:
+        assert packed == ["-", "-"]
     tiny_bf16 = profiler.Config(model=str(tiny_model_path), batch_size=2, max_new_tokens=2,
                                 rows=3, dtype="bfloat16")  # fmt: skip
     assert "torch.bfloat16 weights" in profiler.main(tiny_bf16)
