@@ -20,7 +20,6 @@ the heap. Unset, glibc raises the threshold as large blocks are freed, and keeps
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -32,21 +31,8 @@ import torch
 import tyro
 
 import envs  # noqa: F401  (registers the environments)
-import rlm.ppo_learner
-from rlm.env import make_text_vector_env
 from rlm.memory import peak_resident_gib, resident_gib
-from rlm.models import load_causal_lm, resolve_model_path
-from rlm.policy import ActorCritic, LoraSettings, add_lora
-from rlm.ppo_learner import Optimization, PPOLearner
-from rlm.ppo_update import PPOSettings
-from rlm.rollout import GenerationSettings, PlainFormat
-
-# The learner's own calls, labelled where rlm.ppo_learner looks them up.
-LEARNER_PHASES = {
-    "score_episodes": "forward without gradients",
-    "compute_advantages": "advantages",
-    "ppo_update": "update",
-}
+from rlm.phase_probes import default_ppo_run, probed_phases
 
 
 @dataclass
@@ -65,57 +51,38 @@ def reset_peak() -> None:
 
 
 class PhaseMemory:
-    """Each labelled call's resident memory at its start, and its peak."""
+    """Each phase's resident memory at its start, and its peak."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, float, float]] = []
         self.step = 0
 
-    def labelled(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def call(*args: Any, **kwargs: Any) -> Any:
+    def probe(self, phase: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def measured(*args: Any, **kwargs: Any) -> Any:
             reset_peak()
             start = resident_gib()
             try:
-                return function(*args, **kwargs)
+                return call(*args, **kwargs)
             finally:
-                self.rows.append((f"{self.step} | {name}", start, peak_resident_gib()))
+                self.rows.append((f"{self.step} | {phase}", start, peak_resident_gib()))
 
-        return call
+        return measured
 
 
 def main(config: Config) -> str:
     torch.set_num_threads(config.threads)
-    policy, tokenizer = load_causal_lm(resolve_model_path(config.model))
-    actor_critic = ActorCritic(add_lora(policy, LoraSettings()))
-    learner = PPOLearner(
-        actor_critic, tokenizer, PPOSettings(),
-        optimization=Optimization(lr=1e-3, total_steps=config.steps),
-        generation=GenerationSettings(config.max_new_tokens), prompt_format=PlainFormat(),
-        seed=1,
-    )  # fmt: skip
-    train_envs = make_text_vector_env(config.env_id, config.batch_size, split="train")
-    train_envs.reset(seed=1)
-    with torch.no_grad():  # read every weight once: mapped files count when first read
-        policy(torch.tensor([[tokenizer.eos_token_id]]))
+    run = default_ppo_run(config.model, batch_size=config.batch_size,
+                          max_new_tokens=config.max_new_tokens, steps=config.steps,
+                          env_id=config.env_id)  # fmt: skip
     loaded = resident_gib()
-
     memory = PhaseMemory()
-    learner.sampler.sample = memory.labelled("generation", learner.sampler.sample)  # type: ignore[method-assign]
-    train_envs.step = memory.labelled("reward (the environments' step)", train_envs.step)  # type: ignore[method-assign]
-    originals = {name: getattr(rlm.ppo_learner, name) for name in LEARNER_PHASES}
-    for function, name in LEARNER_PHASES.items():
-        setattr(rlm.ppo_learner, function, memory.labelled(name, originals[function]))
     seconds = []
-    try:
+    with probed_phases(run, memory.probe):
         for iteration in range(config.steps):
             memory.step = iteration + 1
             started = time.perf_counter()
-            learner.step(train_envs, iteration)
+            run.learner.step(run.envs, iteration)
             seconds.append(time.perf_counter() - started)
-    finally:  # the module as it was, for whatever runs next in this process
-        for function, original in originals.items():
-            setattr(rlm.ppo_learner, function, original)
     threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_")
     lines = [
         f"rlm's default PPO configuration, {config.steps} steps of {config.batch_size} "

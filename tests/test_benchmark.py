@@ -125,3 +125,26 @@ def test_the_memory_profile_reads_every_phase_of_every_step(tiny_model_path):
     from rlm.ppo_update import ppo_update
 
     assert rlm.ppo_learner.ppo_update is ppo_update
+
+
+def test_the_update_profile_names_each_phases_operators_and_what_backward_keeps(
+    tiny_model_path,
+):
+    profiler = load_script("profile_update")
+    text = profiler.main(profiler.Config(model=str(tiny_model_path), batch_size=2,
+                                         max_new_tokens=4, rows=5))  # fmt: skip
+    assert text.count("Self CPU time total") == 2 and "aten::mm" in text
+    for phase in ("forward without gradients", "update"):
+        assert float(text.split(f"{phase}: ")[1].split(" s ")[0]) > 0
+    saved = {row.split(" | ")[0].lstrip("| "): float(row.split(" | ")[1].rstrip(" |"))
+             for row in text.splitlines() if row.startswith("| ") and "MiB" not in row
+             and "---" not in row}  # fmt: skip
+    # The frozen weights are saved (the backward multiplies by them), and the logits.
+    assert saved["weights (resident anyway)"] > 0
+    assert saved["vocabulary-wide (logits, log-softmax)"] > 0
+    kinds = [k for k in saved if k not in ("all but the weights", "weights (resident anyway)")]
+    assert saved["all but the weights"] == pytest.approx(sum(saved[k] for k in kinds), abs=0.2)
+    import rlm.ppo_learner
+    from rlm.ppo_update import ppo_update
+
+    assert rlm.ppo_learner.ppo_update is ppo_update
