@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import torch
 import transformers
 import trl
 import tyro
+from transformers import PreTrainedModel
 
 import envs  # noqa: F401  (registers the environments)
 from rlm.arithmetic_limits import Machine, ModelSize, StepWork, measure_machine, phase_limits
@@ -60,7 +62,7 @@ from rlm.models import build_tiny_model, cache_dir, load_causal_lm, resolve_mode
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_update import PPOSettings
 from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes, eos_token_ids
-from rlm.samplers import HFSampler, trim_completion
+from rlm.samplers import HFSampler, padded, trim_completion
 from rlm.trl_comparison import Comparison, Work, compare
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -171,38 +173,61 @@ def ppo_phases(config: Config, machine: Machine, size: ModelSize, work_dir: Path
     return table, max(r["perf/memory_peak_gib"] for r in rows)
 
 
+def transformers_sampling(
+    model: PreTrainedModel, prompts: list[list[int]], generation: GenerationSettings,
+    eos: set[int], pad_id: int,
+) -> list[list[int]]:  # fmt: skip
+    """The model's ``generate`` sampling as transformers does (its own draw): the baseline."""
+    output = model.generate(  # type: ignore[operator]
+        input_ids=padded(prompts, pad_id, left=True),
+        attention_mask=padded([[1] * len(p) for p in prompts], 0, left=True),
+        max_new_tokens=generation.max_new_tokens, do_sample=True, top_k=0, top_p=1.0,
+        pad_token_id=pad_id, eos_token_id=sorted(eos),
+    )  # fmt: skip
+    return output[:, max(len(p) for p in prompts) :].tolist()
+
+
 def generation_table(config: Config) -> list[str]:
-    """rlm's rollout (LoRA policy) against plain ``generate`` on the same prompts."""
+    """rlm's sampling (its draw; the LoRA policy of a rollout) against transformers' plain
+    ``generate`` on the same prompts, alternately."""
     plain_model, tokenizer = load_causal_lm(config.model)
     policy, _ = load_causal_lm(config.model)  # peft adds the adapter into its modules
     prompts = first_prompts(config.env_id, config.batch_size, tokenizer)
     generation = GenerationSettings(config.max_new_tokens)
     eos = eos_token_ids(tokenizer, policy.generation_config.eos_token_id)
-    plain = HFSampler(plain_model)
+    pad_id = tokenizer.pad_token_id
+    plain_rlm = HFSampler(plain_model)
     actor_critic = ActorCritic(add_lora(policy, LoraSettings()))
     train_envs = make_text_vector_env(config.env_id, config.batch_size, split="train")
-    rates: dict[str, list[float]] = {"plain": [], "rlm": []}
+    samplers: dict[str, Callable[[], list[list[int]]]] = {
+        "plain": lambda: transformers_sampling(plain_model, prompts, generation, eos, pad_id),
+        "plain, rlm's draw": lambda: plain_rlm.sample(
+            prompts, generation, eos_ids=eos, pad_id=pad_id
+        ),  # fmt: skip
+    }
+    rates: dict[str, list[float]] = {name: [] for name in [*samplers, "rlm"]}
     with torch.no_grad():
-        for repeat in range(config.repeats + 1):
-            start = time.perf_counter()
-            rows = plain.sample(prompts, generation, eos_ids=eos, pad_id=tokenizer.pad_token_id)
-            seconds = time.perf_counter() - start
-            tokens = sum(len(trim_completion(row, eos)[0]) for row in rows)
+        for _ in range(config.repeats + 1):
+            for name, sample in samplers.items():
+                start = time.perf_counter()
+                rows = sample()
+                seconds = time.perf_counter() - start
+                tokens = sum(len(trim_completion(row, eos)[0]) for row in rows)
+                rates[name].append(tokens / seconds)
             episodes = collect_episodes(
                 actor_critic, tokenizer, train_envs, generation=generation,
                 prompt_format=PlainFormat(), seed=0,
             )  # fmt: skip
-            if repeat:  # the first is a warm-up
-                rates["plain"].append(tokens / seconds)
-                rlm_tokens = float(episodes.action_mask.sum())
-                rates["rlm"].append(rlm_tokens / episodes.timings["generate"])
-    plain_rate, rlm_rate = (statistics.median(rates[k]) for k in ("plain", "rlm"))
+            rlm_tokens = float(episodes.action_mask.sum())
+            rates["rlm"].append(rlm_tokens / episodes.timings["generate"])
+    # The first repeat is a warm-up.
+    plain, draw, rlm = (statistics.median(rates[k][1:]) for k in [*samplers, "rlm"])
     return [
         "| sampler | generated tokens/s | vs plain generate |",
         "| --- | --- | --- |",
-        f"| the model's plain `generate` | {plain_rate:.1f} | 1.00x |",
-        f"| rlm's rollout (LoRA policy, as PPO samples) | {rlm_rate:.1f} "
-        f"| {rlm_rate / plain_rate:.2f}x |",
+        f"| the model's plain `generate` (transformers' sampling) | {plain:.1f} | 1.00x |",
+        f"| the model's `generate`, rlm's draw (no adapter) | {draw:.1f} | {draw / plain:.2f}x |",
+        f"| rlm's rollout (LoRA policy, as PPO samples) | {rlm:.1f} | {rlm / plain:.2f}x |",
     ]
 
 

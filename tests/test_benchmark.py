@@ -37,7 +37,11 @@ def test_the_suite_writes_its_tables_between_the_marks_and_keeps_the_prose(
     for phase in ("generation", "forward without gradients", "update", "step"):
         seconds, _, limit, reached = rows[phase].split(" | ")[1:5]
         assert float(seconds) > 0 and float(limit) > 0 and reached.endswith("% |")
-    assert rows["the model's plain `generate`"].endswith("| 1.00x |")
+    assert rows["the model's plain `generate` (transformers' sampling)"].endswith("| 1.00x |")
+    for sampler in ("the model's `generate`, rlm's draw (no adapter)",
+                    "rlm's rollout (LoRA policy, as PPO samples)"):  # fmt: skip
+        rate, ratio = rows[sampler].split(" | ")[1:3]
+        assert float(rate) > 0 and float(ratio.rstrip(" |x")) > 0
     assert "inference alone" in block and "PPO, LoRA" in block
     # rlm against TRL: both sides timed, TRL 1.12 for PPO (in its own environment), this
     # environment's TRL for the adapters; the ratio is rlm's step time over TRL's.

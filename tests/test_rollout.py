@@ -41,6 +41,7 @@ from rlm.rollout import (
     resolve_prompt_format,
     score_episodes,
 )
+from rlm.samplers import SampleFromLogits
 from rlm.scorers import VaderSentiment
 
 GUESS_REPLIES = {"Please answer with one number.", "Higher.", "Lower."}
@@ -73,7 +74,8 @@ class ForceEos(LogitsProcessor):
 
 
 class GenerateSpy:
-    """Stands in for ``policy.generate``: calls it with its scores kept, records each call.
+    """Stands in for ``policy.generate``: calls it, records each call and the logits each
+    token was drawn from.
 
     ``force_eos`` maps a call's index to ``(row, step)`` pairs where EOS is forced.
     """
@@ -90,21 +92,22 @@ class GenerateSpy:
             ForceEos(row, step, width, self.eos_id)
             for row, step in self.force_eos.get(len(self.calls), [])
         ]
-        out = self.generate(
-            **kwargs,
-            logits_processor=LogitsProcessorList(forced),
-            output_scores=True,
-            return_dict_in_generate=True,
+        # rlm's sampling processor draws each token: it records the logits it drew from.
+        (sampling,) = kwargs.pop("logits_processor")
+        assert isinstance(sampling, SampleFromLogits)
+        sampling.history = []
+        sequences = self.generate(
+            **kwargs, logits_processor=LogitsProcessorList([*forced, sampling])
         )
         self.calls.append(
             GenerateCall(
                 kwargs["input_ids"].clone(),
                 kwargs["attention_mask"].clone(),
-                out.sequences.clone(),
-                torch.stack(out.scores, dim=1).float(),
+                sequences.clone(),
+                torch.stack(sampling.history, dim=1),
             )
         )
-        return out.sequences
+        return sequences
 
     def batch_sizes(self) -> list[int]:
         return [call.input_ids.shape[0] for call in self.calls]
