@@ -8,8 +8,7 @@ read the memory's high-water mark, run it under ``torch.profiler``, or count wha
 autograd saves. The learner's module is restored when the probes are removed.
 
 Example:
-    >>> run = default_ppo_run("default", batch_size=16, max_new_tokens=32,
-    ...                       steps=1)  # doctest: +SKIP
+    >>> run = default_ppo_run(ProfiledWork(batch_size=8), steps=1)  # doctest: +SKIP
     >>> with probed_phases(run, lambda phase, call: call):  # doctest: +SKIP
     ...     run.learner.step(run.envs, 0)
 """
@@ -46,6 +45,22 @@ Probe = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 """Given a phase's name and its call, the call to make instead."""
 
 
+@dataclass
+class ProfiledWork:
+    """What a profiling script runs: the model, the task and a step's size (its flags)."""
+
+    model: str = "default"
+    """The policy: 'default', a local folder or a Hub id."""
+    env_id: str = "rlm/Sentiment-v0"
+    """The task whose training prompts are rolled out."""
+    batch_size: int = 16
+    """Episodes (prompts) sampled at once."""
+    max_new_tokens: int = 32
+    """Tokens per completion at most."""
+    threads: int = 1
+    """torch threads."""
+
+
 @dataclass(frozen=True)
 class PPORun:
     """A PPO learner of rlm's default configuration, its training environments and model."""
@@ -56,20 +71,19 @@ class PPORun:
     tokenizer: PreTrainedTokenizerBase
 
 
-def default_ppo_run(
-    model: str, *, batch_size: int, max_new_tokens: int, steps: int,
-    env_id: str = "rlm/Sentiment-v0",
-) -> PPORun:  # fmt: skip
+def default_ppo_run(work: ProfiledWork, *, steps: int) -> PPORun:
     """rlm's default PPO configuration (LoRA, a value head on the policy's trunk, 2 epochs
-    of 2 minibatches) on ``env_id``, ``batch_size`` episodes of at most ``max_new_tokens``
-    a step; every weight read once, so that memory counts them."""
-    policy, tokenizer = load_causal_lm(resolve_model_path(model))
+    of 2 minibatches) for ``work``, with ``work.threads`` torch threads, to run ``steps``
+    steps; every weight read once, so that memory counts them."""
+    torch.set_num_threads(work.threads)
+    policy, tokenizer = load_causal_lm(resolve_model_path(work.model))
     learner = PPOLearner(
         ActorCritic(add_lora(policy, LoraSettings())), tokenizer, PPOSettings(),
         optimization=Optimization(lr=1e-3, total_steps=steps),
-        generation=GenerationSettings(max_new_tokens), prompt_format=PlainFormat(), seed=1,
+        generation=GenerationSettings(work.max_new_tokens), prompt_format=PlainFormat(),
+        seed=1,
     )  # fmt: skip
-    envs = make_text_vector_env(env_id, batch_size, split="train")
+    envs = make_text_vector_env(work.env_id, work.batch_size, split="train")
     envs.reset(seed=1)
     with torch.no_grad():  # mapped weight files count once they are read
         policy(torch.tensor([[tokenizer.eos_token_id]]))

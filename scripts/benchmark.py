@@ -59,6 +59,7 @@ from rlm.measured_runs import (
 )
 from rlm.memory import peak_resident_gib
 from rlm.models import build_tiny_model, cache_dir, load_causal_lm, resolve_model_path
+from rlm.phase_probes import ProfiledWork
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_update import PPOSettings
 from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes, eos_token_ids
@@ -69,19 +70,12 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 @dataclass
-class Config:
-    model: str = "default"
-    """The policy: 'default', a local folder or a Hub id."""
-    env_id: str = "rlm/Sentiment-v0"
-    """The task whose training prompts are rolled out."""
+class Config(ProfiledWork):
+    """The performance suite. --threads holds for every run and measurement (one thread
+    per run, as the comparisons elsewhere use)."""
+
     steps: int = 5
     """PPO steps of the run (the timed ones: all but the first and the last)."""
-    batch_size: int = 16
-    """Episodes per step."""
-    max_new_tokens: int = 32
-    """Tokens per completion at most."""
-    threads: int = 1
-    """torch threads of every run and measurement (one per run, as compared elsewhere)."""
     comparison_steps: int = 4
     """Steps of each rlm run compared with TRL (TRL runs one fewer); the timed ones are
     all but the first and the last (rlm) or the first (TRL)."""

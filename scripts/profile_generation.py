@@ -27,22 +27,13 @@ from torch.profiler import ProfilerActivity, profile
 import envs  # noqa: F401  (registers the environments)
 from rlm.measured_runs import first_prompts
 from rlm.models import load_causal_lm, resolve_model_path
+from rlm.phase_probes import ProfiledWork
 from rlm.rollout import GenerationSettings, eos_token_ids
 from rlm.samplers import HFSampler
 
 
 @dataclass
-class Config:
-    model: str = "default"
-    """The model: 'default', a local folder or a Hub id."""
-    env_id: str = "rlm/Sentiment-v0"
-    """The task whose first training prompts are generated from."""
-    batch_size: int = 16
-    """Prompts generated at once."""
-    max_new_tokens: int = 32
-    """Tokens per completion at most."""
-    threads: int = 1
-    """torch threads."""
+class Config(ProfiledWork):
     dtype: Literal["float32", "bfloat16"] = "float32"
     """The weights' dtype (float32: what rlm uses on a CPU)."""
     rows: int = 15

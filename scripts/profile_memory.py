@@ -27,23 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import tyro
 
 import envs  # noqa: F401  (registers the environments)
 from rlm.memory import peak_resident_gib, resident_gib
-from rlm.phase_probes import default_ppo_run, probed_phases
+from rlm.phase_probes import ProfiledWork, default_ppo_run, probed_phases
 
 
 @dataclass
-class Config:
-    model: str = "default"
-    """The policy: 'default', a local folder or a Hub id."""
-    env_id: str = "rlm/Sentiment-v0"
-    batch_size: int = 16
-    max_new_tokens: int = 32
+class Config(ProfiledWork):
     steps: int = 2
-    threads: int = 1
+    """PPO steps profiled."""
 
 
 def reset_peak() -> None:
@@ -70,10 +64,7 @@ class PhaseMemory:
 
 
 def main(config: Config) -> str:
-    torch.set_num_threads(config.threads)
-    run = default_ppo_run(config.model, batch_size=config.batch_size,
-                          max_new_tokens=config.max_new_tokens, steps=config.steps,
-                          env_id=config.env_id)  # fmt: skip
+    run = default_ppo_run(config, steps=config.steps)
     loaded = resident_gib()
     memory = PhaseMemory()
     seconds = []

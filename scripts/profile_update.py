@@ -26,19 +26,13 @@ import tyro
 from torch.profiler import ProfilerActivity, profile
 
 import envs  # noqa: F401  (registers the environments)
-from rlm.phase_probes import LEARNER_PHASES, default_ppo_run, probed_phases
+from rlm.phase_probes import LEARNER_PHASES, ProfiledWork, default_ppo_run, probed_phases
 
 PROFILED = (LEARNER_PHASES["score_episodes"], LEARNER_PHASES["ppo_update"])
 
 
 @dataclass
-class Config:
-    model: str = "default"
-    """The policy: 'default', a local folder or a Hub id."""
-    env_id: str = "rlm/Sentiment-v0"
-    batch_size: int = 16
-    max_new_tokens: int = 32
-    threads: int = 1
+class Config(ProfiledWork):
     rows: int = 12
     """Operators shown per phase."""
 
@@ -77,10 +71,7 @@ def operator_table(profiled: Any, rows: int) -> str:
 
 
 def main(config: Config) -> str:
-    torch.set_num_threads(config.threads)
-    run = default_ppo_run(config.model, batch_size=config.batch_size,
-                          max_new_tokens=config.max_new_tokens, steps=2,
-                          env_id=config.env_id)  # fmt: skip
+    run = default_ppo_run(config, steps=2)
     text_config = run.policy.config.get_text_config()
     saved = SavedTensors(run.learner.model, text_config.vocab_size, text_config.intermediate_size)
     tables: dict[str, str] = {}
