@@ -7,8 +7,6 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from pathlib import Path
 
 import torch
@@ -62,28 +60,3 @@ def memory_metrics() -> dict[str, float]:
     if gpu is not None:
         metrics["perf/gpu_memory_peak_gib"] = gpu
     return metrics
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    """The C library, where it is glibc (it has ``malloc_trim``); None elsewhere."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim  # noqa: B018 (a lookup: musl and macOS have none)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def release_freed_memory() -> bool:
-    """Give the memory this process has freed back to the system (glibc's ``malloc_trim``);
-    whether there was a glibc to ask.
-
-    glibc keeps the memory of large freed tensors in its heap for reuse: after a PPO update
-    the process held 0.4 GiB more than before it, and the next update's peak stood on top.
-    """
-    libc = _glibc()
-    if libc is None:
-        return False
-    libc.malloc_trim(0)
-    return True

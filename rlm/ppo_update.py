@@ -17,7 +17,6 @@ import torch
 from accelerate import Accelerator
 
 from rlm.errors import ConfigError
-from rlm.memory import release_freed_memory
 from rlm.policy import ActorCritic
 from rlm.ppo import (
     AdaptiveKLController,
@@ -210,9 +209,6 @@ def ppo_update(
                 stats["value_loss"].append(vf_loss.item())
                 for key, value in {**pg_stats, **vf_stats}.items():
                     stats[key].append(value.item())
-    # What the minibatches' activations occupied goes back to the system, rather than
-    # staying in the allocator's heap until the next update (glibc's habit).
-    release_freed_memory()
     result = {f"train/{k}": sum(v) / len(v) for k, v in stats.items()}
     result["train/skipped_updates"] = skipped
     result["perf/time_update"] = time.perf_counter() - start
