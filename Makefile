@@ -56,7 +56,7 @@ browser:
 test: model lint browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
-# The performance suite: tables printed and written into docs/performance.md (27-31 minutes on 2 cores).
+# The performance suite: tables printed and written into docs/performance.md (13-31 minutes on 2 cores).
 bench: model
 	$(BIN)/python scripts/benchmark.py $(ARGS)
 

@@ -8,6 +8,7 @@ with a checksum of its trainable weights and its first prompt.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,4 +39,8 @@ report = {"checksum": checksum, "prompt": venv.envs[0].task["prompt"]}
 rank = learner.accelerator.process_index
 (Path(sys.argv[2]) / f"rank_{rank}.json").write_text(json.dumps(report))
 learner.accelerator.wait_for_everyone()
-torch.distributed.destroy_process_group()  # before exit: gloo's threads end cleanly
+torch.distributed.destroy_process_group()
+# Out without the interpreter's teardown: in about one run in ten (at this commit and
+# before it), rank 0 aborted there ("terminate called without an active exception", no
+# Python frame left) after writing its report, and torchrun counted the run as failed.
+os._exit(0)
