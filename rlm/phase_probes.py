@@ -38,8 +38,6 @@ LEARNER_PHASES = {
     "compute_advantages": "advantages",
     "ppo_update": "update",
 }
-PHASES = (SAMPLING, REWARD, *LEARNER_PHASES.values())
-"""Every phase a probe sees, in the order of a step."""
 
 Probe = Callable[[str, Callable[..., Any]], Callable[..., Any]]
 """Given a phase's name and its call, the call to make instead."""

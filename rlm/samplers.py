@@ -69,6 +69,15 @@ def padded(rows: Sequence[list[int]], value: int, *, left: bool) -> torch.Tensor
     )  # fmt: skip
 
 
+def left_padded_batch(
+    contexts: Sequence[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id contexts as ``generate`` takes them: the ids left-padded with ``pad_id``
+    and the attention mask (0 on the padding)."""
+    mask = padded([[1] * len(c) for c in contexts], 0, left=True)
+    return padded(contexts, pad_id, left=True), mask
+
+
 def trim_completion(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
     """Sampled ids cut after the first end-of-text (kept: stopping is an action too), and
     whether there was one."""
@@ -157,8 +166,7 @@ class HFSampler:
         pad_id: int,
     ) -> list[list[int]]:
         device = next(self.policy.parameters()).device
-        input_ids = padded(contexts, pad_id, left=True).to(device)
-        attention_mask = padded([[1] * len(c) for c in contexts], 0, left=True).to(device)
+        input_ids, attention_mask = (t.to(device) for t in left_padded_batch(contexts, pad_id))
         # Greedy over logits SampleFromLogits has already sampled from: a sampled token.
         output = self.policy.generate(  # type: ignore[operator]
             input_ids=input_ids,

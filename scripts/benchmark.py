@@ -63,7 +63,7 @@ from rlm.phase_probes import ProfiledWork
 from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_update import PPOSettings
 from rlm.rollout import GenerationSettings, PlainFormat, collect_episodes, eos_token_ids
-from rlm.samplers import HFSampler, padded, trim_completion
+from rlm.samplers import HFSampler, left_padded_batch, trim_completion
 from rlm.trl_comparison import Comparison, Work, compare
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -172,13 +172,13 @@ def transformers_sampling(
     eos: set[int], pad_id: int,
 ) -> list[list[int]]:  # fmt: skip
     """The model's ``generate`` sampling as transformers does (its own draw): the baseline."""
+    input_ids, attention_mask = left_padded_batch(prompts, pad_id)
     output = model.generate(  # type: ignore[operator]
-        input_ids=padded(prompts, pad_id, left=True),
-        attention_mask=padded([[1] * len(p) for p in prompts], 0, left=True),
+        input_ids=input_ids, attention_mask=attention_mask,
         max_new_tokens=generation.max_new_tokens, do_sample=True, top_k=0, top_p=1.0,
         pad_token_id=pad_id, eos_token_id=sorted(eos),
     )  # fmt: skip
-    return output[:, max(len(p) for p in prompts) :].tolist()
+    return output[:, input_ids.shape[1] :].tolist()
 
 
 def generation_table(config: Config) -> list[str]:

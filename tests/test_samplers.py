@@ -34,6 +34,8 @@ def test_the_draw_follows_the_global_generator():
     first = draw(LOGITS.repeat(64, 1))
     torch.manual_seed(3)
     assert torch.equal(draw(LOGITS.repeat(64, 1)), first)
+    torch.manual_seed(4)  # another seed of the global generator, other tokens
+    assert not torch.equal(draw(LOGITS.repeat(64, 1)), first)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

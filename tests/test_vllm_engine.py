@@ -27,7 +27,7 @@ from rlm.policy import ActorCritic, LoraSettings, add_lora
 from rlm.ppo_learner import Optimization, PPOLearner
 from rlm.ppo_update import PPOSettings
 from rlm.rollout import GenerationSettings, PlainFormat
-from rlm.samplers import padded, trim_completion
+from rlm.samplers import left_padded_batch, trim_completion
 from rlm.vllm_engine import VLLMSampler, check_vllm_available, engine_weights
 
 
@@ -98,9 +98,9 @@ class TransformersEngine:
     def generate(self, prompts: list[dict[str, list[int]]], params: Any, use_tqdm: bool) -> list:
         self.params.append(params)
         contexts = [p["prompt_token_ids"] for p in prompts]
-        ids = padded(contexts, 0, left=True)
+        ids, attention_mask = left_padded_batch(contexts, 0)
         out = self.model.generate(
-            input_ids=ids, attention_mask=padded([[1] * len(c) for c in contexts], 0, left=True),
+            input_ids=ids, attention_mask=attention_mask,
             max_new_tokens=params.max_tokens, do_sample=True, temperature=params.temperature,
             eos_token_id=params.stop_token_ids, pad_token_id=0,
         )  # fmt: skip
